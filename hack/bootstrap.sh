@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what make demo / make test / make bench need on a Debian 12 machine:
+# system packages (bindep.txt plus the test peers), a .venv with pinned Python
+# packages, and the collection staged under .build/collections.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(qemu-utils e2fsprogs openssh-server openssh-client rsync make git python3-venv)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing system packages: ${missing[*]} (install them with apt-get as root)" >&2
+    exit 1
+  fi
+  echo "Installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+stamp=.venv/.requirements-stamp
+if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
+  echo "Creating .venv with pinned Python packages"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r tests/requirements.txt
+  cp tests/requirements.txt "$stamp"
+fi
+
+bash hack/stage-collection.sh

@@ -1,0 +1,38 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Typed errors raised by the collection's utils; only the module wrapper turns them into fail_json."""
+
+from __future__ import annotations
+
+
+class ReplicationError(Exception):
+    """An operation failed; ``msg`` reads "Failed to <verb> <resource> <name>: <cause>".
+
+    ``details`` are extra keys returned beside ``msg`` (never secrets).
+    """
+
+    def __init__(self, msg, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class MissingDependency(ReplicationError):
+    """A program or Python library the module needs is not installed."""
+
+
+class WaitTimeout(ReplicationError):
+    """A bounded wait ran out; carries the last state it saw."""
+
+    def __init__(self, msg, last_state=None, **details):
+        super().__init__(msg, last_state=last_state, **details)
+        self.last_state = last_state
+
+
+class FailedState(ReplicationError):
+    """A resource reached a state from which it will not become ready."""
+
+    def __init__(self, msg, state=None, **details):
+        super().__init__(msg, state=state, **details)
+        self.state = state

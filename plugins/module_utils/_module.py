@@ -1,0 +1,93 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""The one wrapper every module of the collection is built on.
+
+It composes AnsibleModule: adds the shared option groups (object storage
+credentials, progress file, waits), and gives one path from the collection's
+typed errors to ``fail_json``. Secrets are declared ``no_log`` here, once.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
+
+COS_OPTIONS = dict(
+    endpoint=dict(type="str", required=True, fallback=(env_fallback, ["COS_ENDPOINT", "AWS_ENDPOINT_URL"])),
+    region=dict(type="str", fallback=(env_fallback, ["COS_REGION", "AWS_REGION"])),
+    # An access key id identifies, it does not authenticate; it may be logged.
+    access_key_id=dict(type="str", no_log=False, fallback=(env_fallback, ["COS_HMAC_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"])),
+    secret_access_key=dict(type="str", no_log=True, fallback=(env_fallback, ["COS_HMAC_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"])),
+    api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["IBMCLOUD_API_KEY", "IC_API_KEY"])),
+    service_instance_id=dict(type="str", fallback=(env_fallback, ["COS_SERVICE_INSTANCE_ID"])),
+    iam_endpoint=dict(type="str", default="https://iam.cloud.ibm.com/identity/token"),
+    validate_certs=dict(type="bool", default=True),
+    ca_bundle=dict(type="path"),
+)
+
+COS_SPEC = dict(
+    cos=dict(
+        type="dict",
+        required=True,
+        options=COS_OPTIONS,
+        required_together=[("access_key_id", "secret_access_key")],
+        required_one_of=[("access_key_id", "api_key")],
+        mutually_exclusive=[("access_key_id", "api_key")],
+    ),
+)
+
+PROGRESS_SPEC = dict(progress_file=dict(type="path"))
+
+WAIT_SPEC = dict(
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="int", default=1800),
+    wait_sleep=dict(type="float", default=2.0),
+)
+
+_GROUPS = {"cos": COS_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
+
+
+def argument_spec(own, *groups):
+    """Return ``own`` merged with the named shared option groups ("cos", "progress", "wait")."""
+    spec = {}
+    for group in groups:
+        spec.update(copy.deepcopy(_GROUPS[group]))
+    spec.update(own)
+    return spec
+
+
+class ReplicationModule:
+    """AnsibleModule plus the collection's error path; check mode is always supported."""
+
+    def __init__(self, own_spec, groups=(), **kwargs):
+        self.ansible = AnsibleModule(argument_spec=argument_spec(own_spec, *groups), supports_check_mode=True, **kwargs)
+
+    @property
+    def params(self):
+        return self.ansible.params
+
+    @property
+    def check_mode(self):
+        return self.ansible.check_mode
+
+    @property
+    def diff_mode(self):
+        return self.ansible._diff  # pylint: disable=protected-access
+
+    def require_library(self, name, import_error):
+        """Fail the way Ansible users expect when a Python library is missing."""
+        if import_error is not None:
+            self.ansible.fail_json(msg=missing_required_lib(name), exception=import_error)
+
+    def run(self, action):
+        """Call ``action(self)`` and exit with its result dict, or fail with the error's message."""
+        try:
+            result = action(self)
+        except MissingDependency as exc:
+            self.ansible.fail_json(msg=exc.msg, **exc.details)
+        except ReplicationError as exc:
+            self.ansible.fail_json(msg=exc.msg, **exc.details)
+        self.ansible.exit_json(**result)

@@ -1,0 +1,59 @@
+"""Shared fixtures: the collection on the import path, real S3 servers, module harness."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTIONS = ROOT / ".build" / "pytest-collections"
+_LINK = COLLECTIONS / "ansible_collections" / "vmimage" / "replication"
+if not _LINK.exists():
+    _LINK.parent.mkdir(parents=True, exist_ok=True)
+    _LINK.symlink_to(ROOT, target_is_directory=True)
+for entry in (str(ROOT), str(COLLECTIONS)):
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
+
+from tests.harness import run_module  # noqa: E402
+from tests.peers import s3  # noqa: E402
+
+# Realistic keys: rclone refuses very short ones, and the leak tests search for them.
+ACCESS_KEY_ID = "AKIAVMIMAGE7TESTKEY01"
+SECRET_ACCESS_KEY = "vmImgSecret/3f9KqLxZ8wPn2VbT6yRu1sEoA4dHcJ"
+
+
+@pytest.fixture(scope="session")
+def s3_rclone(tmp_path_factory):
+    server = s3.start_rclone(str(tmp_path_factory.mktemp("rclone")), ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_seaweedfs(tmp_path_factory):
+    server = s3.start_seaweedfs(str(tmp_path_factory.mktemp("seaweedfs")), ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["rclone", "seaweedfs"])
+def s3_server(request):
+    """Each test that takes this runs once against each S3 server."""
+    return request.getfixturevalue("s3_%s" % request.param)
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh bucket on the S3 server of this test."""
+    return s3_server.make_bucket("t-%s" % uuid.uuid4().hex[:16])
+
+
+@pytest.fixture
+def module_runner():
+    return run_module

@@ -1,0 +1,1 @@
+"""Real local peers (S3 servers, sshd hosts, ansible-runner) started by the test fixtures."""
