@@ -45,3 +45,30 @@ def connect(cos):
         verify=verify,
         config=Config(signature_version="s3v4", retries=retries, s3={"addressing_style": "path"}),
     )
+
+
+_HINTS = {
+    "InvalidAccessKeyId": "the access key id is not known to the endpoint; check cos.access_key_id",
+    "SignatureDoesNotMatch": "the endpoint rejected the request signature; check cos.secret_access_key",
+    "AccessDenied": "access was denied; check that the credentials may write to this bucket",
+    "NoSuchBucket": "the bucket does not exist at this endpoint; create it, or check the bucket name and cos.endpoint",
+    "PermanentRedirect": "the bucket lives in another region; use that region's endpoint in cos.endpoint and cos.region",
+    "AuthorizationHeaderMalformed": "the bucket lives in another region; set cos.region (and cos.endpoint) to the bucket's region",
+    "IllegalLocationConstraintException": "the bucket lives in another region; use that region's endpoint",
+    "NoSuchKey": "the object does not exist",
+    "NoSuchUpload": "the multipart upload no longer exists (it was aborted or completed)",
+}
+
+
+def error_code(exc):
+    """The S3 error code of a ClientError ('NoSuchBucket', '404', ...), or None."""
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
+def explain(exc, action, cos, bucket, key=None):
+    """A 'Failed to <action> ...: <cause>; <hint>' message that names bucket and endpoint, never a secret."""
+    where = "s3://%s/%s" % (bucket, key) if key else "bucket %s" % bucket
+    code = error_code(exc)
+    cause = "%s: %s" % (code, _HINTS[code]) if code in _HINTS else str(exc)
+    return "Failed to %s %s at %s: %s" % (action, where, cos.get("endpoint"), cause)

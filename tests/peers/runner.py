@@ -1,0 +1,78 @@
+"""Run the collection's real playbooks through ansible_runner.run() and read their events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import ansible_runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+@dataclasses.dataclass
+class PlaybookRun:
+    status: str
+    rc: int
+    events: list
+    stdout: str
+    artifact_dir: str
+    stats: dict
+
+    def task_results(self, task_name=None, event="runner_on_ok"):
+        """event_data.res of every ``event`` event, optionally only for tasks named ``task_name``."""
+        found = []
+        for item in self.events:
+            if item.get("event") != event:
+                continue
+            data = item.get("event_data", {})
+            if task_name is None or data.get("task") == task_name:
+                found.append(data.get("res", {}))
+        return found
+
+    def custom_stats(self):
+        for item in self.events:
+            if item.get("event") == "playbook_on_stats":
+                return item.get("event_data", {}).get("artifact_data", {})
+        return {}
+
+
+def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900):
+    """Run ``playbook`` (a path) with ``inventory`` (a path or dict); secrets belong in ``envvars``.
+
+    The run uses the venv's Python and this checkout's collection. Returns a
+    PlaybookRun with the status, every event and the whole stdout.
+    """
+    private_dir = private_dir or tempfile.mkdtemp(prefix="runner-")
+    env = {
+        "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS,
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+    }
+    env.update(envvars or {})
+    result = ansible_runner.run(
+        private_data_dir=private_dir,
+        playbook=os.path.abspath(playbook),
+        inventory=inventory if isinstance(inventory, str) and os.path.exists(inventory) else json.dumps(inventory),
+        extravars=extravars or {},
+        envvars=env,
+        verbosity=verbosity,
+        cmdline=cmdline,
+        quiet=True,
+        timeout=timeout,
+        project_dir=ROOT,
+    )
+    stdout = result.stdout.read() if result.stdout else ""
+    events = list(result.events)
+    run = PlaybookRun(result.status, result.rc, events, stdout, result.config.artifact_dir, result.stats or {})
+    shutil.rmtree(os.path.join(private_dir, "env"), ignore_errors=True)
+    return run
