@@ -57,3 +57,32 @@ def bucket(s3_server):
 @pytest.fixture
 def module_runner():
     return run_module
+
+
+# --- sshd test hosts (tests/peers/sshd.py) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd_factory(tmp_path_factory):
+    """``make(host="127.0.0.2")`` -> a running SshdHost on that loopback address (one per address).
+
+    Hosts share this machine's filesystem: give each its own directories. All stop at session end.
+    """
+    from tests.peers import sshd
+
+    started = {}
+
+    def make(host="127.0.0.2"):
+        if host not in started:
+            started[host] = sshd.start(str(tmp_path_factory.mktemp("sshd-%s" % host)), host=host)
+        return started[host]
+
+    yield make
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd_host(sshd_factory):
+    """A real sshd on 127.0.0.2: root by key only. ``.inventory_vars()`` gives Ansible host vars."""
+    return sshd_factory("127.0.0.2")
