@@ -85,3 +85,95 @@ def start_rclone(workdir, access_key_id, secret_access_key, region="us-south"):
     process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wait_listening("127.0.0.1", port, process=process)
     return S3Server("rclone", "http://127.0.0.1:%d" % port, access_key_id, secret_access_key, region, data, process)
+
+
+# Every port `weed mini` would open; each gets a free one (the gRPC defaults are
+# "http port + 10000", which overflows for high free ports and may collide).
+_WEED_PORT_FLAGS = (
+    "master.port", "master.port.grpc",
+    "volume.port", "volume.port.grpc", "volume.port.public",
+    "filer.port", "filer.port.grpc", "filer.port.public",
+    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+    "admin.port", "admin.port.grpc",
+    "webdav.port", "metricsPort", "s3.metricsPort",
+)
+
+
+def _free_ports(count):
+    """``count`` distinct free ports (held open together so none is handed out twice)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _wait_s3(endpoint, process, timeout=90.0):
+    """Wait until the S3 gateway answers an HTTP request (any status: it is up and signing)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("weed mini exited with %s before its S3 gateway answered" % process.returncode)
+        try:
+            urllib.request.urlopen(endpoint + "/", timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # 403 AccessDenied for an anonymous request: the gateway is serving
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError("SeaweedFS S3 gateway at %s did not answer within %ss" % (endpoint, timeout))
+
+
+def start_seaweedfs(workdir, access_key_id, secret_access_key, region="us-south"):
+    """SeaweedFS ``weed mini`` (master, volume, filer, S3) on free loopback ports.
+
+    The keys go into a 0600 ``-s3.config`` JSON file, never onto the command line.
+    """
+    import json
+
+    data = os.path.join(workdir, "weed-data")
+    os.makedirs(data, exist_ok=True)
+    config = os.path.join(workdir, "s3.json")
+    identities = {
+        "identities": [
+            {
+                "name": "vmimage-test",
+                "credentials": [{"accessKey": access_key_id, "secretKey": secret_access_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(identities, handle)
+    ports = dict(zip(_WEED_PORT_FLAGS, _free_ports(len(_WEED_PORT_FLAGS))))
+    cmd = [
+        _binary("weed"), "mini",
+        "-dir=%s" % data,
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false", "-webdav=false",
+        "-s3.config=%s" % config,
+        "-s3.autoCreateBucket=false",
+    ] + ["-%s=%d" % (flag, port) for flag, port in ports.items()]
+    log = open(os.path.join(workdir, "weed.log"), "wb")  # noqa: SIM115 - kept open for the server's life
+    # Its own process group: `weed mini` is one process, but stop() must never reach the test runner.
+    process = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    endpoint = "http://127.0.0.1:%d" % ports["s3.port"]
+    try:
+        _wait_s3(endpoint, process)
+    except Exception:
+        stop(process, timeout=30.0)
+        raise
+    return S3Server("seaweedfs", endpoint, access_key_id, secret_access_key, region, data, process)
