@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: job_progress
+short_description: Follow an async job of this collection and report its progress
+version_added: 0.1.0
+description:
+  - Reads the job file of an Ansible async task (started with C(async) and C(poll=0)) and the
+    progress file written by the module it runs, for example M(vmimage.replication.qemu_convert)
+    or M(vmimage.replication.cos_upload).
+  - Waits up to O(wait) seconds and returns as soon as the job finishes, so a task with
+    C(until), C(retries) and C(delay=0) polls without sleeping longer than needed.
+  - Each poll is one C(runner_retry) event in ansible-runner carrying RV(progress), and one line
+    in the play output when the callback plugin C(vmimage.replication.progress) is enabled.
+  - Never changes anything. Use M(ansible.builtin.async_status) afterwards to collect the job's
+    result and to remove its job file.
+author:
+  - vmimage.replication contributors
+attributes:
+  check_mode:
+    support: full
+    description: Only reads files; it returns the same answer in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  jid:
+    description:
+      - Job id, the C(ansible_job_id) returned by the task started with C(async) and C(poll=0).
+    type: str
+    required: true
+  progress_file:
+    description:
+      - Progress file the job's module writes (its C(progress_file) option). When unset or not
+        written yet, RV(progress) is empty.
+    type: path
+  async_dir:
+    description:
+      - Directory holding async job files on the host the job runs on.
+      - Falls back to E(ANSIBLE_ASYNC_DIR), then C(~/.ansible_async), as Ansible's own default.
+        Pass C({{ ansible_async_dir | default(omit) }}) when the inventory changes it.
+    type: path
+    default: ~/.ansible_async
+  wait:
+    description:
+      - Longest time to wait for the job to finish before returning, in seconds.
+      - V(0) looks once and returns.
+    type: float
+    default: 5.0
+"""
+
+EXAMPLES = r"""
+- name: Convert the disk in the background
+  vmimage.replication.qemu_convert:
+    src: /var/tmp/snap/web01.img
+    dest: /var/tmp/work/web01.qcow2
+    progress_file: /var/tmp/work/web01.convert.progress
+  async: 7200
+  poll: 0
+  register: convert_job
+
+- name: Follow the conversion
+  vmimage.replication.job_progress:
+    jid: "{{ convert_job.ansible_job_id }}"
+    progress_file: /var/tmp/work/web01.convert.progress
+    wait: 5
+  register: poll
+  until: poll.finished
+  retries: 1500
+  delay: 0
+
+- name: Collect the conversion's result and remove its job file
+  ansible.builtin.async_status:
+    jid: "{{ convert_job.ansible_job_id }}"
+  register: converted
+"""
+
+RETURN = r"""
+jid:
+  description: The job id polled.
+  returned: success
+  type: str
+  sample: "j512873046213.81640"
+finished:
+  description: Whether the job has ended, successfully or not.
+  returned: success
+  type: bool
+  sample: false
+failed_job:
+  description: Whether the job ended with a failure. Collect its error with M(ansible.builtin.async_status).
+  returned: success
+  type: bool
+  sample: false
+progress:
+  description:
+    - The last record of the progress file, or an empty dict when there is none yet.
+  returned: success
+  type: dict
+  sample:
+    stage: convert
+    state: running
+    done: 167772160
+    total: 536870912
+    percent: 31.2
+    rate: 83886080
+    elapsed: 2.0
+    updated: 1795310000.5
+msg:
+  description: One human line about the job, for example C(convert 31.2% (160.0 MiB of 512.0 MiB, 80.0 MiB/s)).
+  returned: always
+  type: str
+  sample: "convert: 31.2% (160.0 MiB of 512.0 MiB, 80.0 MiB/s)"
+"""
+
+from ansible_collections.vmimage.replication.plugins.module_utils._jobs import poll
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+from ansible.module_utils.basic import env_fallback
+
+ARGUMENT_SPEC = dict(
+    jid=dict(type="str", required=True),
+    progress_file=dict(type="path"),
+    async_dir=dict(type="path", default="~/.ansible_async", fallback=(env_fallback, ["ANSIBLE_ASYNC_DIR"])),
+    wait=dict(type="float", default=5.0),
+)
+
+
+def _run(module):
+    params = module.params
+    return poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"])
+
+
+def main():
+    ReplicationModule(ARGUMENT_SPEC).run(_run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""job_progress against real async job files and progress files."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
+
+RUNNING = {"started": True, "finished": False, "ansible_job_id": "j1.1"}
+
+
+def write_job(async_dir, jid, data):
+    path = os.path.join(str(async_dir), jid)
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle)
+    os.rename(path + ".tmp", path)
+
+
+def test_running_job_reports_progress(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", RUNNING)
+    progress = ProgressFile(str(tmp_path / "p.json"), "convert", total=4 << 20)
+    progress.update(1 << 20, force=True)
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), progress_file=str(tmp_path / "p.json"), wait=0))
+    assert result["changed"] is False
+    assert result["finished"] is False and result["failed_job"] is False
+    assert result["progress"]["stage"] == "convert"
+    assert result["progress"]["percent"] == 25.0
+    assert result["msg"].startswith("convert: 25.0%")
+
+
+def test_running_job_without_progress_yet(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", RUNNING)
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), progress_file=str(tmp_path / "none.json"), wait=0))
+    assert result["finished"] is False
+    assert result["progress"] == {}
+    assert "no progress reported yet" in result["msg"]
+
+
+def test_finished_job(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"changed": True, "sha256": "ab" * 32})
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0))
+    assert result["finished"] is True and result["failed_job"] is False
+    assert result["msg"] == "job j1.1 finished"
+
+
+def test_failed_job_names_the_cause(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"failed": True, "msg": "Failed to convert disk /x: no such file\nmore"})
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0))
+    assert result.get("failed") is None
+    assert result["finished"] is True and result["failed_job"] is True
+    assert result["msg"] == "job j1.1 failed: Failed to convert disk /x: no such file"
+
+
+def test_returns_as_soon_as_the_job_finishes(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", RUNNING)
+    timer = threading.Timer(0.3, write_job, (tmp_path, "j1.1", {"changed": False}))
+    timer.start()
+    try:
+        # wait is far longer than the job; the module must come back with finished=True, not time out.
+        result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=120))
+    finally:
+        timer.cancel()
+    assert result["finished"] is True
+
+
+def test_half_written_job_file_counts_as_running(tmp_path, module_runner):
+    (tmp_path / "j1.1").write_text("")
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0))
+    assert result["finished"] is False
+
+
+def test_unknown_job_fails_clearly(tmp_path, module_runner):
+    result = module_runner("job_progress", dict(jid="j404.1", async_dir=str(tmp_path), wait=0))
+    assert result["failed"] is True
+    assert result["msg"].startswith("Failed to find async job j404.1 in %s" % tmp_path)
+    assert "async_dir" in result["msg"]
+
+
+def test_async_dir_falls_back_to_environment(tmp_path, module_runner, monkeypatch):
+    write_job(tmp_path, "j1.1", {"changed": False})
+    monkeypatch.setenv("ANSIBLE_ASYNC_DIR", str(tmp_path))
+    result = module_runner("job_progress", dict(jid="j1.1", wait=0))
+    assert result["finished"] is True
+
+
+def test_check_mode_gives_the_same_answer(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", RUNNING)
+    args = dict(jid="j1.1", async_dir=str(tmp_path), wait=0)
+    assert module_runner("job_progress", args, check_mode=True)["finished"] is False
