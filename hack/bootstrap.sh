@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-utils e2fsprogs openssh-server openssh-client rsync make git python3-venv)
+APT_PACKAGES=(qemu-utils e2fsprogs openssh-server openssh-client rsync make git python3-venv shellcheck)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,5 +30,19 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
   .venv/bin/python -m pip install -q -r tests/requirements.txt
   cp tests/requirements.txt "$stamp"
 fi
+
+# ansible-test sanity runs from a venv of its own (it installs its pinned linters
+# there); it fetches a pip bootstrap script from a host outside the package
+# registries, so give it the offline stand-in.
+ANSIBLE_CORE_PIN=$(grep -E '^ansible-core==' tests/requirements.txt)
+have=$(.build/venv-sanity/bin/python -c 'import ansible; print(ansible.__version__)' 2>/dev/null || true)
+if [ "$have" != "${ANSIBLE_CORE_PIN#ansible-core==}" ]; then
+  echo "Creating .build/venv-sanity for ansible-test"
+  "$PYTHON" -m venv .build/venv-sanity
+  .build/venv-sanity/bin/python -m pip install -q "$ANSIBLE_CORE_PIN"
+fi
+pip_version=$(.build/venv-sanity/bin/python -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(m)).group(1))')
+mkdir -p ~/.ansible/test/cache
+cp hack/get_pip_offline.py ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
 
 bash hack/stage-collection.sh

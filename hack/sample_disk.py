@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build a realistic source disk: a real ext4 filesystem image, partly filled with real files.
 
 The files are real system files (documentation, libraries, Python sources), so

@@ -13,10 +13,10 @@ for stage in "${stages[@]}"; do
   echo "=== $stage"
   case "$stage" in
     sanity)
-      (cd "$staged" && ansible-test sanity --venv --python 3.11 --color no)
+      (cd "$staged" && "$OLDPWD/.build/venv-sanity/bin/ansible-test" sanity --local --requirements --python 3.11 --color no)
       ;;
     lint)
-      (cd "$staged" && ansible-lint --profile production --offline)
+      (cd "$staged" && ansible-lint --profile production --offline --nocolor)
       ;;
     unit)
       python -m pytest -q -p no:cacheprovider tests/unit
