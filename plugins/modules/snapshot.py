@@ -1,0 +1,178 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: snapshot
+short_description: Take, remove or restore a point-in-time copy of a server's disk
+version_added: 0.1.0
+description:
+  - Takes a consistent point-in-time copy of a volume, the first stage of a replication.
+  - With O(provider=local), the volume is a disk image file (raw or qcow2) or a block device on the managed host,
+    and the snapshot is a file in O(snapshot_dir) with a metadata file C(<name>.snapshot.json) beside it
+    (server, volume, created, size, format, fingerprint, created-by).
+  - The copy is a reflink where the file system supports it (btrfs, XFS), else a sparse copy that skips holes and
+    zero blocks. Data is written under a temporary name and renamed when complete, so a snapshot is never partial.
+  - The volume must not change while it is copied. Its fingerprint is taken before and after the copy; when it changed,
+    the copy is made once more, and if it changed again the module fails. Freeze the guest file systems or stop
+    the server before the snapshot.
+author:
+  - vmimage.replication developers
+options:
+  provider:
+    description:
+      - Where the volume lives. Only V(local) (files and block devices of the managed host) for now.
+    type: str
+    choices: [local]
+    default: local
+  volume:
+    description:
+      - Path of the disk image file or block device.
+      - Required with O(state=present). With O(state=restored), defaults to the volume the snapshot was taken of.
+    type: path
+  server:
+    description:
+      - Name of the server the volume belongs to, recorded in the metadata and used in the default O(name).
+      - Defaults to the file name of O(volume) up to its first dot.
+    type: str
+  snapshot_dir:
+    description:
+      - Directory that holds the snapshots. Created (mode 0700) when missing.
+    type: path
+    required: true
+  name:
+    description:
+      - Name of the snapshot.
+      - Defaults to C(<server>-<YYYYMMDD-HHMMSS>) from the snapshot's UTC time. Without a name, a volume that has not
+        changed since its newest snapshot (same fingerprint) is not copied again.
+      - Required with O(state=absent) and O(state=restored).
+    type: str
+  state:
+    description:
+      - V(present) takes the snapshot; with a O(name) that exists already, nothing is done.
+      - V(absent) removes snapshot O(name) and its metadata.
+      - V(restored) rolls the volume back to snapshot O(name). A file is replaced atomically; a block device is
+        written in place. Nothing is written when the volume already holds the snapshot's content.
+        Stop the server first.
+    type: str
+    choices: [present, absent, restored]
+    default: present
+attributes:
+  check_mode:
+    support: full
+    description: Reports the same C(changed) as a real run and writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    description: With O(name), or for a volume whose fingerprint did not change, a second run changes nothing.
+notes:
+  - The fingerprint of a file is its size, modification time and inode; a block device has none, so each run
+    without O(name) takes a new snapshot of it.
+seealso:
+  - module: vmimage.replication.snapshot_info
+  - module: vmimage.replication.qemu_convert
+"""
+
+EXAMPLES = r"""
+- name: Snapshot the disk of web01
+  vmimage.replication.snapshot:
+    volume: /var/lib/libvirt/images/web01.qcow2
+    snapshot_dir: /var/lib/vmimage/snapshots
+  register: snap
+
+- name: Convert the snapshot
+  vmimage.replication.qemu_convert:
+    src: "{{ snap.snapshot.path }}"
+    dest: /var/tmp/{{ snap.snapshot.name }}.qcow2
+
+- name: Remove the snapshot
+  vmimage.replication.snapshot:
+    snapshot_dir: /var/lib/vmimage/snapshots
+    name: "{{ snap.snapshot.name }}"
+    state: absent
+
+- name: Roll web01 back to a snapshot (server stopped)
+  vmimage.replication.snapshot:
+    snapshot_dir: /var/lib/vmimage/snapshots
+    name: web01-20260310-120000
+    state: restored
+"""
+
+RETURN = r"""
+snapshot:
+  description: The snapshot taken, removed or restored. Empty when O(state=absent) found nothing to remove.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Name of the snapshot.
+      type: str
+      sample: web01-20260310-120000
+    path:
+      description: Path of the snapshot's data file.
+      type: str
+      sample: /var/lib/vmimage/snapshots/web01-20260310-120000.qcow2
+    volume:
+      description: Absolute path of the volume the snapshot is of.
+      type: str
+      sample: /var/lib/libvirt/images/web01.qcow2
+    server:
+      description: Server name recorded in the metadata.
+      type: str
+      sample: web01
+    created:
+      description: UTC time the snapshot was taken.
+      type: str
+      sample: "2026-03-10T12:00:00Z"
+    size:
+      description: Size in bytes of the volume (of the image file, not its virtual size).
+      type: int
+      sample: 536870912
+    format:
+      description: Format of the volume, V(raw) for block devices.
+      type: str
+      sample: qcow2
+    fingerprint:
+      description: Identity of the volume's state when copied (C(size:mtime_ns:inode)), null for block devices.
+      type: str
+      sample: "536870912:1773144000000000000:1234567"
+    method:
+      description: How the data was copied, V(reflink) or V(sparse-copy); null in check mode.
+      type: str
+      sample: sparse-copy
+"""
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+
+
+def run(module):
+    p = module.params
+    if p["state"] == "present":
+        record, changed = _local_snapshot.create(p["volume"], p["snapshot_dir"], server=p["server"], name=p["name"], check_mode=module.check_mode)
+    elif p["state"] == "absent":
+        record, changed = _local_snapshot.remove(p["snapshot_dir"], p["name"], check_mode=module.check_mode)
+    else:
+        record, changed = _local_snapshot.restore(p["snapshot_dir"], p["name"], volume=p["volume"], check_mode=module.check_mode)
+    return dict(changed=changed, snapshot=_local_snapshot.public(record) if record else {})
+
+
+def main():
+    spec = dict(
+        provider=dict(type="str", choices=["local"], default="local"),
+        volume=dict(type="path"),
+        server=dict(type="str"),
+        snapshot_dir=dict(type="path", required=True),
+        name=dict(type="str"),
+        state=dict(type="str", choices=["present", "absent", "restored"], default="present"),
+    )
+    module = ReplicationModule(spec, required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
+    module.run(run)
+
+
+if __name__ == "__main__":
+    main()

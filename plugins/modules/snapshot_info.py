@@ -1,0 +1,115 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: snapshot_info
+short_description: List the snapshots taken by M(vmimage.replication.snapshot)
+version_added: 0.1.0
+description:
+  - Lists the snapshots in O(snapshot_dir), oldest first, optionally only those of one server, volume or name.
+  - Gives the current fingerprint of O(volume), so a play can tell whether the volume changed since a snapshot.
+author:
+  - vmimage.replication developers
+options:
+  provider:
+    description:
+      - Where the snapshots live. Only V(local) for now.
+    type: str
+    choices: [local]
+    default: local
+  snapshot_dir:
+    description:
+      - Directory that holds the snapshots. A missing directory holds none.
+    type: path
+    required: true
+  server:
+    description:
+      - Only snapshots of this server.
+    type: str
+  volume:
+    description:
+      - Only snapshots of this volume; also returns its current fingerprint in RV(volume_fingerprint).
+    type: path
+  name:
+    description:
+      - Only the snapshot of this name.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+seealso:
+  - module: vmimage.replication.snapshot
+"""
+
+EXAMPLES = r"""
+- name: Snapshots of web01
+  vmimage.replication.snapshot_info:
+    snapshot_dir: /var/lib/vmimage/snapshots
+    volume: /var/lib/libvirt/images/web01.qcow2
+  register: snaps
+
+- name: Say whether the disk changed since its newest snapshot
+  ansible.builtin.debug:
+    msg: "{{ snaps.snapshots | length == 0 or snaps.snapshots[-1].fingerprint != snaps.volume_fingerprint }}"
+"""
+
+RETURN = r"""
+snapshots:
+  description: The snapshots found, oldest first, with the same keys as RV(vmimage.replication.snapshot#module:snapshot).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: web01-20260310-120000
+      path: /var/lib/vmimage/snapshots/web01-20260310-120000.qcow2
+      volume: /var/lib/libvirt/images/web01.qcow2
+      server: web01
+      created: "2026-03-10T12:00:00Z"
+      size: 536870912
+      format: qcow2
+      fingerprint: "536870912:1773144000000000000:1234567"
+      method: sparse-copy
+volume_fingerprint:
+  description: Current fingerprint of O(volume); null when no volume was given, it does not exist, or it is a block device.
+  returned: always
+  type: str
+  sample: "536870912:1773144000000000000:1234567"
+"""
+
+import os
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+
+
+def run(module):
+    p = module.params
+    records = _local_snapshot.list_snapshots(p["snapshot_dir"], server=p["server"], volume=p["volume"], name=p["name"])
+    current = None
+    if p["volume"] and os.path.exists(p["volume"]):
+        current = _local_snapshot.fingerprint(p["volume"])
+    return dict(changed=False, snapshots=[_local_snapshot.public(r) for r in records], volume_fingerprint=current)
+
+
+def main():
+    spec = dict(
+        provider=dict(type="str", choices=["local"], default="local"),
+        snapshot_dir=dict(type="path", required=True),
+        server=dict(type="str"),
+        volume=dict(type="path"),
+        name=dict(type="str"),
+    )
+    ReplicationModule(spec).run(run)
+
+
+if __name__ == "__main__":
+    main()
