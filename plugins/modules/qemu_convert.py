@@ -1,0 +1,245 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qemu_convert
+short_description: Convert a disk image or block device to QCOW2 (or raw, VHD) with qemu-img
+version_added: 0.1.0
+description:
+  - Converts a disk image file or a block device (for example a volume made from a snapshot and attached to
+    the conversion host) into a QCOW2, raw or VHD (vpc) image with C(qemu-img convert).
+  - Uses every core for QCOW2 compression (O(coroutines) parallel requests, out-of-order writes), skips zero and
+    unallocated areas, and writes with C(cache=none) so the data is on disk when the task returns.
+  - Checks free space before it starts (C(qemu-img measure)), writes C(<dest>.partial) and renames it into place
+    only once it is complete, verified and checksummed; a failed or killed conversion leaves no partial file behind.
+  - Idempotent through a sidecar file C(<dest>.vmimage.json) that records the source state and the options the
+    output was made from; a block device has no cheap state identity, so it is converted on every run.
+author:
+  - vmimage.replication contributors
+requirements:
+  - qemu-img on the host that runs the task (package C(qemu-utils) on Debian/Ubuntu, C(qemu-img) on RHEL)
+extends_documentation_fragment:
+  - vmimage.replication.progress
+attributes:
+  check_mode:
+    support: full
+    description: Answers C(changed) as a real run would, without writing anything.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    description: With the same source state and options, a second run converts nothing.
+options:
+  src:
+    description:
+      - The source disk image file or block device.
+      - Required when O(state=present).
+    type: path
+  dest:
+    description: The output image file. Its directory must exist.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) converts O(src) to O(dest) unless O(dest) already holds that conversion.
+      - V(absent) removes O(dest), its sidecar and any partial output.
+    type: str
+    choices: [present, absent]
+    default: present
+  src_format:
+    description:
+      - Format of O(src) (any qemu-img format, such as V(raw), V(qcow2), V(vmdk), V(vhdx)).
+      - When omitted it is detected with C(qemu-img info); block devices are always treated as V(raw), never probed.
+    type: str
+  format:
+    description: Format of the output.
+    type: str
+    choices: [qcow2, raw, vpc]
+    default: qcow2
+  compress:
+    description: Compress the QCOW2 output. Ignored for other formats.
+    type: bool
+    default: true
+  compression_type:
+    description: Compression of the QCOW2 output. V(zstd) is faster; V(zlib) is readable by older qemu (before 5.1).
+    type: str
+    choices: [zlib, zstd]
+    default: zlib
+  coroutines:
+    description: Parallel conversion requests (C(qemu-img convert -m)); compression runs on up to this many cores.
+    type: int
+    default: 8
+  out_of_order:
+    description: Allow out-of-order writes (C(qemu-img convert -W)), which lets compression run in parallel.
+    type: bool
+    default: true
+  cache:
+    description:
+      - Cache mode of the output (C(qemu-img convert -t)).
+      - V(none) (O_DIRECT) bypasses the page cache and has the data on disk when qemu-img returns. Where the
+        file system has no O_DIRECT (some tmpfs, overlay, 9p) the module falls back to V(writeback), flushes the
+        output with fsync, warns, and returns the mode it used in RV(cache).
+    type: str
+    default: none
+  verify:
+    description:
+      - V(check) runs C(qemu-img check) on a QCOW2 output (raw and vpc outputs are opened with C(qemu-img info)).
+      - V(compare) also compares the content of the output with the source (C(qemu-img compare)); this reads the
+        source a second time.
+    type: str
+    choices: [none, check, compare]
+    default: check
+  checksum:
+    description: Compute the sha256 of the output (one read of it), returned in RV(sha256) for the upload.
+    type: bool
+    default: true
+  force:
+    description: Convert again even when O(dest) already holds the conversion of the same source state.
+    type: bool
+    default: false
+notes:
+  - The free-space check uses the uncompressed size of the allocated data as the upper bound, so a compressed
+    output may need much less than was required.
+"""
+
+EXAMPLES = r"""
+- name: Convert the attached snapshot volume to a compressed QCOW2
+  vmimage.replication.qemu_convert:
+    src: /dev/vdb
+    dest: /var/tmp/replication/web01.qcow2
+    compression_type: zstd
+    progress_file: /var/tmp/replication/web01.progress.json
+  register: converted
+
+- name: Convert a local disk image and compare the result with the source
+  vmimage.replication.qemu_convert:
+    src: /var/lib/libvirt/images/web01.img
+    dest: /srv/export/web01.qcow2
+    verify: compare
+
+- name: Remove the converted image once it is uploaded
+  vmimage.replication.qemu_convert:
+    dest: /var/tmp/replication/web01.qcow2
+    state: absent
+"""
+
+RETURN = r"""
+src:
+  description: The source that was converted.
+  returned: always
+  type: str
+  sample: /dev/vdb
+dest:
+  description: The output image file.
+  returned: always
+  type: str
+  sample: /var/tmp/replication/web01.qcow2
+format:
+  description: Format of the output.
+  returned: always
+  type: str
+  sample: qcow2
+src_format:
+  description: Format the source was read as (detected or given).
+  returned: always
+  type: str
+  sample: raw
+compression_type:
+  description: Compression of the QCOW2 output; null when it is not compressed.
+  returned: always
+  type: str
+  sample: zlib
+virtual_size:
+  description: Virtual size of the disk in bytes; null when O(state=absent).
+  returned: always
+  type: int
+  sample: 21474836480
+stored_size:
+  description: Size of the output file in bytes; null in check mode when a conversion would run.
+  returned: always
+  type: int
+  sample: 1288490188
+compression_ratio:
+  description: RV(virtual_size) divided by RV(stored_size) (zeros skipped and compression together).
+  returned: always
+  type: float
+  sample: 16.67
+sha256:
+  description: Hex sha256 of the output file; null when O(checksum=false) or nothing was written.
+  returned: always
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+seconds:
+  description: Wall time this run spent converting, verifying and checksumming; 0 when nothing was converted.
+  returned: always
+  type: float
+  sample: 41.2
+bytes_per_second:
+  description: RV(virtual_size) divided by RV(seconds); 0 when nothing was converted.
+  returned: always
+  type: int
+  sample: 521233456
+verified:
+  description:
+    - What verified the output, V(none), V(info) (opened as its format), V(check) (C(qemu-img check)) or
+      V(compare) (content equal to the source).
+  returned: always
+  type: str
+  sample: check
+cache:
+  description: Cache mode the output was written with (V(writeback) after a fallback from V(none)).
+  returned: always
+  type: str
+  sample: none
+changed:
+  description: Whether the output was (or in check mode would be) written or removed.
+  returned: always
+  type: bool
+  sample: true
+"""
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _qemu
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+
+OPTIONS = dict(
+    src=dict(type="path"),
+    dest=dict(type="path", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    src_format=dict(type="str"),
+    format=dict(type="str", choices=list(_qemu.FORMATS), default="qcow2"),
+    compress=dict(type="bool", default=True),
+    compression_type=dict(type="str", choices=list(_qemu.COMPRESSION_TYPES), default="zlib"),
+    coroutines=dict(type="int", default=8),
+    out_of_order=dict(type="bool", default=True),
+    cache=dict(type="str", default="none"),
+    verify=dict(type="str", choices=list(_qemu.VERIFY_MODES), default="check"),
+    checksum=dict(type="bool", default=True),
+    force=dict(type="bool", default=False),
+)
+
+
+def convert(module):
+    params = module.params
+    if params["state"] == "absent":
+        return _qemu.ensure_absent(params, module.check_mode)
+    if not 1 <= params["coroutines"] <= 16:
+        raise ReplicationError("Failed to convert disk %s: coroutines must be between 1 and 16 (qemu-img -m), got %d"
+                                     % (params["src"], params["coroutines"]))
+    result, warnings = _qemu.ensure_present(params, module.check_mode)
+    for warning in warnings:
+        module.ansible.warn(warning)
+    return result
+
+
+def main():
+    module = ReplicationModule(OPTIONS, groups=("progress",), required_if=[("state", "present", ["src"])])
+    module.run(convert)
+
+
+if __name__ == "__main__":
+    main()
