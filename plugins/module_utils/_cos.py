@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import re
 import traceback
+
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 try:
     import ibm_boto3
@@ -57,6 +62,12 @@ _HINTS = {
     "IllegalLocationConstraintException": "the bucket lives in another region; use that region's endpoint",
     "NoSuchKey": "the object does not exist",
     "NoSuchUpload": "the multipart upload no longer exists (it was aborted or completed)",
+    "BadDigest": "the data the endpoint received does not match its MD5; retry, and check the network path",
+    "EntityTooSmall": "a part was smaller than the 5 MiB S3 minimum; raise part_size_mb",
+    "403": "access was denied (the response carried no detail); check cos.access_key_id, cos.secret_access_key "
+    "and that they may use this bucket",
+    "404": "not found; check the bucket name and cos.endpoint",
+    "WrongRegion": "the bucket lives in another region",
 }
 
 
@@ -72,3 +83,138 @@ def explain(exc, action, cos, bucket, key=None):
     code = error_code(exc)
     cause = "%s: %s" % (code, _HINTS[code]) if code in _HINTS else str(exc)
     return "Failed to %s %s at %s: %s" % (action, where, cos.get("endpoint"), cause)
+
+
+_COS_LOCATION_SUFFIX = re.compile(r"-(standard|vault|cold|flex|smart|onerate[_-]active)$")
+METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+READ_BUFFER = 4 * 1024 * 1024
+
+
+def bucket_region(location):
+    """The region of a GetBucketLocation answer ('us-south-standard' -> 'us-south'), None when the endpoint gives none."""
+    if not location:
+        return None
+    return _COS_LOCATION_SUFFIX.sub("", location)
+
+
+def check_bucket(client, cos, bucket):
+    """Fail early, with a clear message, when the bucket is missing, unreachable with these keys, or in another region.
+
+    Endpoints that answer no location (many S3 servers) are taken to serve the bucket where it is.
+    """
+    try:
+        location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except (ClientError, BotoCoreError) as exc:
+        raise ReplicationError(explain(exc, "reach", cos, bucket), bucket=bucket, endpoint=cos.get("endpoint"), code=error_code(exc))
+    region = bucket_region(location)
+    wanted = cos.get("region")
+    if region and wanted and region != wanted:
+        raise ReplicationError(
+            "Failed to reach bucket %s at %s: WrongRegion: the bucket lives in region %s, not %s; "
+            "use that region's endpoint in cos.endpoint and set cos.region to %s" % (bucket, cos.get("endpoint"), region, wanted, region),
+            bucket=bucket, endpoint=cos.get("endpoint"), code="WrongRegion", bucket_region=region,
+        )
+    return region
+
+
+def head(client, bucket, key):
+    """The object at ``key`` as {size, etag, metadata (lower-case keys), last_modified}, or None when there is none."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return {
+        "size": response.get("ContentLength"),
+        "etag": (response.get("ETag") or "").strip('"'),
+        "metadata": dict((name.lower(), value) for name, value in (response.get("Metadata") or {}).items()),
+        "last_modified": utc_text(response.get("LastModified")),
+    }
+
+
+def utc_text(value):
+    """A datetime as 'YYYY-MM-DDTHH:MM:SSZ' in UTC (None stays None)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def list_uploads(client, bucket, prefix=""):
+    """In-progress multipart uploads under ``prefix``, oldest first: [{key, upload_id, initiated (datetime)}]."""
+    uploads = []
+    kwargs = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        try:
+            page = client.list_multipart_uploads(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":  # rclone answers so when there are none
+                break
+            raise
+        for upload in page.get("Uploads") or []:
+            uploads.append({"key": upload["Key"], "upload_id": upload["UploadId"], "initiated": upload.get("Initiated")})
+        if not page.get("IsTruncated"):
+            break
+        kwargs["KeyMarker"] = page.get("NextKeyMarker")
+        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+    uploads.sort(key=lambda upload: (upload["initiated"] is None, upload["initiated"]))
+    return uploads
+
+
+def uploads_for_key(client, bucket, key):
+    """In-progress multipart uploads of exactly ``key``, oldest first."""
+    return [upload for upload in list_uploads(client, bucket, key) if upload["key"] == key]
+
+
+def abort_upload(client, bucket, key, upload_id):
+    """Abort a multipart upload; one that is already gone counts as aborted."""
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchUpload":
+            raise
+
+
+def delete_object(client, bucket, key):
+    """Delete the object at ``key``; True when there was one."""
+    if head(client, bucket, key) is None:
+        return False
+    client.delete_object(Bucket=bucket, Key=key)
+    return True
+
+
+def file_sha256(path, buffer_size=READ_BUFFER):
+    """Hex sha256 of a file, read once in large buffers."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        view = memoryview(bytearray(buffer_size))
+        while True:
+            count = handle.readinto(view)
+            if not count:
+                break
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def object_metadata(metadata, sha256):
+    """The user metadata written on an uploaded object: lower-case keys, plus created-by and sha256."""
+    result = {}
+    for name, value in (metadata or {}).items():
+        lowered = str(name).lower()
+        if not METADATA_KEY.match(lowered):
+            raise ReplicationError(
+                "Failed to prepare metadata %s: keys must be lower-case letters, digits and hyphens (for example source-server)" % name
+            )
+        result[lowered] = "" if value is None else str(value)
+    result["created-by"] = CREATED_BY
+    result["sha256"] = sha256
+    return result
+
+
+def upload_file(client, bucket, key, path, part_size, concurrency, metadata, sha256=None, progress=None, keep_incomplete=False):
+    """Upload ``path`` to ``key`` (resuming an interrupted multipart upload); see ``_multipart.upload``."""
+    from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
+
+    return _multipart.upload(client, bucket, key, path, part_size, concurrency, metadata, sha256, progress, keep_incomplete)

@@ -1,0 +1,211 @@
+"""cos_upload against real S3 servers (rclone and SeaweedFS): uploads, idempotency, resume after kill -9, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _progress
+
+MIB = 1024 * 1024
+
+
+def make_file(path, size_mib, seed=b"a"):
+    """A file of incompressible, reproducible content."""
+    block = hashlib.sha512(seed).digest() * (MIB // 64)
+    with open(path, "wb") as handle:
+        for index in range(size_mib):
+            handle.write(hashlib.sha256(seed + str(index).encode()).digest() + block[32:])
+    return str(path)
+
+
+def sha256_of(path):
+    return _cos.file_sha256(str(path))
+
+
+def downloaded_sha256(server, bucket, key):
+    body = server.client().get_object(Bucket=bucket, Key=key)["Body"]
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(MIB), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def args(server, bucket, key, src=None, **extra):
+    value = dict(cos=server.cos(), bucket=bucket, key=key)
+    if src is not None:
+        value["src"] = str(src)
+    value.update(extra)
+    return value
+
+
+def pending(server, bucket, key=None):
+    uploads = _cos.list_uploads(server.client(), bucket, key or "")
+    return [u for u in uploads if key is None or u["key"] == key]
+
+
+RETURN_KEYS = {"bucket", "key", "endpoint", "size", "sha256", "etag", "metadata", "parts", "resumed_parts",
+               "uploaded_bytes", "seconds", "bytes_per_second", "changed"}
+
+
+def test_small_file_round_trip_idempotent_and_check_mode(s3_server, bucket, module_runner, tmp_path):
+    src = make_file(tmp_path / "small.qcow2", 2)
+    key = "images/web01/small.qcow2"
+    extra = dict(metadata={"source-server": "web01", "Format": "qcow2"})
+    check = module_runner("cos_upload", args(s3_server, bucket, key, src, **extra), check_mode=True)
+    assert check["changed"] is True and not check.get("failed"), check
+    assert _cos.head(s3_server.client(), bucket, key) is None, "check mode uploaded"
+
+    first = module_runner("cos_upload", args(s3_server, bucket, key, src, **extra))
+    assert not first.get("failed"), first
+    assert RETURN_KEYS <= set(first), RETURN_KEYS - set(first)
+    assert first["changed"] is True and first["parts"] == 1 and first["uploaded_bytes"] == 2 * MIB
+    assert first["sha256"] == sha256_of(src) == downloaded_sha256(s3_server, bucket, key)
+    stored = _cos.head(s3_server.client(), bucket, key)["metadata"]
+    assert stored["created-by"] == "vmimage.replication"
+    assert stored["sha256"] == first["sha256"]
+    assert stored["source-server"] == "web01" and stored["format"] == "qcow2"
+    assert first["metadata"] == stored
+
+    again_check = module_runner("cos_upload", args(s3_server, bucket, key, src, **extra), check_mode=True)
+    again = module_runner("cos_upload", args(s3_server, bucket, key, src, **extra))
+    assert again_check["changed"] is False and again["changed"] is False, (again_check, again)
+    assert again["uploaded_bytes"] == 0 and again["etag"] == first["etag"]
+
+
+def test_multipart_upload_changed_content_and_progress(s3_server, bucket, module_runner, tmp_path):
+    src = make_file(tmp_path / "disk.qcow2", 23)
+    key = "images/web02/disk.qcow2"
+    progress = tmp_path / "upload.progress"
+    first = module_runner("cos_upload", args(s3_server, bucket, key, src, part_size_mb=5, concurrency=3, progress_file=str(progress)))
+    assert not first.get("failed"), first
+    assert first["changed"] and first["parts"] == 5 and first["resumed_parts"] == 0
+    assert first["size"] == first["uploaded_bytes"] == 23 * MIB
+    assert downloaded_sha256(s3_server, bucket, key) == sha256_of(src) == first["sha256"]
+    record = _progress.read(str(progress))
+    assert record["stage"] == "upload" and record["state"] == "finished" and record["done"] == record["total"] == 23 * MIB
+
+    make_file(src, 23, seed=b"changed")
+    second = module_runner("cos_upload", args(s3_server, bucket, key, src, part_size_mb=5, sha256=sha256_of(src)))
+    assert second["changed"] is True and second["sha256"] != first["sha256"], second
+    assert downloaded_sha256(s3_server, bucket, key) == sha256_of(src)
+    assert _cos.head(s3_server.client(), bucket, key)["metadata"]["sha256"] == second["sha256"]
+    assert pending(s3_server, bucket) == []
+
+
+def test_state_absent_deletes_object_and_aborts_uploads(s3_server, bucket, module_runner, tmp_path):
+    client = s3_server.client()
+    key = "images/web03/gone.qcow2"
+    client.put_object(Bucket=bucket, Key=key, Body=b"old image")
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    other = client.create_multipart_upload(Bucket=bucket, Key=key + ".keep")["UploadId"]
+
+    check = module_runner("cos_upload", args(s3_server, bucket, key, state="absent"), check_mode=True)
+    assert check["changed"] is True and check["deleted"] is True and check["aborted"] == [upload_id], check
+    assert _cos.head(client, bucket, key) is not None and len(pending(s3_server, bucket, key)) == 1
+
+    done = module_runner("cos_upload", args(s3_server, bucket, key, state="absent"))
+    assert done["changed"] is True and done["deleted"] is True and done["aborted"] == [upload_id], done
+    assert _cos.head(client, bucket, key) is None and pending(s3_server, bucket, key) == []
+    assert [u["upload_id"] for u in pending(s3_server, bucket, key + ".keep")] == [other]
+
+    again = module_runner("cos_upload", args(s3_server, bucket, key, state="absent"))
+    assert again["changed"] is False and again["deleted"] is False and again["aborted"] == []
+    assert module_runner("cos_upload", args(s3_server, bucket, key, state="absent"), check_mode=True)["changed"] is False
+
+
+DRIVER = r"""
+import json, os, sys, time
+sys.path[:0] = [os.environ["VMI_ROOT"], os.environ["VMI_COLLECTIONS"]]
+from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
+_add = _multipart._Counter.add
+def slow_add(self, count):
+    _add(self, count)
+    time.sleep(0.4)  # slow the upload down so the test can kill it midway
+_multipart._Counter.add = slow_add
+from tests.harness import run_module
+with open(os.environ["VMI_ARGS"]) as handle:
+    print(json.dumps(run_module("cos_upload", json.load(handle))))
+"""
+
+
+def test_killed_upload_resumes(s3_server, bucket, module_runner, tmp_path):
+    src = make_file(tmp_path / "big.qcow2", 60)
+    key = "images/web04/big.qcow2"
+    module_args = args(s3_server, bucket, key, src, part_size_mb=5, concurrency=1)
+    args_file = tmp_path / "args.json"
+    fd = os.open(str(args_file), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(module_args, handle)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = dict(os.environ, VMI_ROOT=str(ROOT), VMI_COLLECTIONS=str(COLLECTIONS), VMI_ARGS=str(args_file),
+               ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
+    process = subprocess.Popen([sys.executable, str(driver)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = s3_server.client()
+    try:
+        deadline = time.monotonic() + 120
+        listed = 0
+        while listed < 2 and time.monotonic() < deadline and process.poll() is None:
+            uploads = pending(s3_server, bucket, key)
+            if uploads:
+                parts = client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[-1]["upload_id"]).get("Parts") or []
+                listed = len(parts)
+            time.sleep(0.05)
+        assert process.poll() is None, process.communicate()
+        assert listed >= 2, "the upload never stored two parts"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert len(pending(s3_server, bucket, key)) == 1, "the killed upload should be left to resume"
+    assert _cos.head(client, bucket, key) is None
+
+    resumed = module_runner("cos_upload", module_args)
+    assert not resumed.get("failed"), resumed
+    assert resumed["changed"] is True and resumed["resumed_parts"] >= 2, resumed
+    assert resumed["uploaded_bytes"] < resumed["size"] == 60 * MIB
+    assert resumed["uploaded_bytes"] == resumed["size"] - resumed["resumed_parts"] * 5 * MIB
+    assert downloaded_sha256(s3_server, bucket, key) == sha256_of(src) == resumed["sha256"]
+    assert pending(s3_server, bucket, key) == []
+
+
+@pytest.mark.parametrize("case", ["secret", "access_key", "bucket", "src"])
+def test_errors_name_bucket_and_endpoint_and_hide_secret(s3_server, bucket, module_runner, tmp_path, case):
+    src = make_file(tmp_path / "e.img", 1)
+    cos = s3_server.cos()
+    target, path = bucket, src
+    expected = {
+        "secret": "SignatureDoesNotMatch", "access_key": "InvalidAccessKeyId", "bucket": "NoSuchBucket", "src": "does not exist",
+    }[case]
+    if case == "secret":
+        cos["secret_access_key"] = SECRET_ACCESS_KEY[::-1]
+    elif case == "access_key":
+        cos["access_key_id"] = "AKIAUNKNOWN0000000001"
+    elif case == "bucket":
+        target = "no-such-bucket-" + bucket[2:]
+    else:
+        path = str(tmp_path / "missing.img")
+    result = module_runner("cos_upload", dict(cos=cos, bucket=target, key="k/e.img", src=path))
+    assert result.get("failed") is True, result
+    assert expected in result["msg"], result["msg"]
+    assert target in result["msg"] and s3_server.endpoint in result["msg"], result["msg"]
+    assert result["msg"].startswith("Failed to ")
+    text = json.dumps(result)
+    assert SECRET_ACCESS_KEY not in text and SECRET_ACCESS_KEY[::-1] not in text
+    if case in ("src",):
+        assert pending(s3_server, bucket) == []
+
+
+def test_bad_metadata_key_is_refused(s3_server, bucket, module_runner, tmp_path):
+    src = make_file(tmp_path / "m.img", 1)
+    result = module_runner("cos_upload", args(s3_server, bucket, "k/m.img", src, metadata={"source server": "x"}))
+    assert result.get("failed") and "source server" in result["msg"] and "lower-case" in result["msg"], result
+    assert _cos.head(s3_server.client(), bucket, "k/m.img") is None
