@@ -43,14 +43,22 @@ def test_two_hosts_are_separate_addresses(sshd_factory):
     assert os.access(vars_["ansible_python_interpreter"], os.X_OK)
 
 
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 def test_stop_ends_listener_and_open_sessions(tmp_path):
     server = sshd.start(str(tmp_path / "h"), host="127.0.0.4")
     session = subprocess.Popen(server.ssh_command("sleep", "300"), stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # the per-connection sshd child exists once the remote sleep runs
-        for _ in range(200):
-            if sshd._descendants(server.process.pid) or session.poll() is not None:
+        for _ in range(400):  # until the remote "sleep" runs under the connection's sshd
+            if "sleep" in [_comm(pid) for pid in sshd._descendants(server.process.pid)] or session.poll() is not None:
                 break
             time.sleep(0.05)
         children = sshd._descendants(server.process.pid)

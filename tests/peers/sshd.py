@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -102,9 +103,10 @@ class SshdHost:
     log: str
 
     def ssh_command(self, *command, options=()):
-        """argv of an ssh client call to this host (``command`` runs on the host)."""
+        """argv of an ssh client call to this host; ``command`` (argv, quoted here) runs on the host."""
+        remote = [shlex.join(command)] if command else []
         return ["ssh", "-F", "/dev/null", "-i", self.key, "-p", str(self.port), *CLIENT_OPTIONS, *options,
-                "%s@%s" % (self.user, self.host), *command]
+                "%s@%s" % (self.user, self.host), *remote]
 
     def run(self, *command, options=(), timeout=60):
         """Run ``command`` on the host over ssh; returns the CompletedProcess (text)."""
@@ -124,21 +126,43 @@ class SshdHost:
         }
 
     def stop(self, timeout=15.0):
-        """Stop the listener and every connection it forked; remove the pid file. Idempotent."""
+        """Stop the listener and every process it forked (connections, their shells); remove the pid file.
+
+        The tree is frozen (SIGSTOP) before anything is killed, so no child can fork or be
+        reparented out of reach while the stop runs. Idempotent.
+        """
         if self.process.poll() is None:
-            stragglers = _descendants(self.process.pid)
+            tree = _freeze_tree(self.process.pid)
+            for pid in tree:
+                _signal(pid, signal.SIGKILL)
+            _signal(self.process.pid, signal.SIGTERM)
+            _signal(self.process.pid, signal.SIGCONT)
             ports.stop(self.process, timeout)
-            for pid in stragglers:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            _wait_gone(stragglers, timeout)
-        for name in ("sshd.pid",):
-            try:
-                os.unlink(os.path.join(self.root, name))
-            except FileNotFoundError:
-                pass
+            _wait_gone(tree, timeout)
+        try:
+            os.unlink(os.path.join(self.root, "sshd.pid"))
+        except FileNotFoundError:
+            pass
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _freeze_tree(pid):
+    """SIGSTOP ``pid`` and all its descendants until none is left running; returns the descendants."""
+    _signal(pid, signal.SIGSTOP)
+    frozen = set()
+    while True:
+        fresh = [child for child in _descendants(pid) if child not in frozen]
+        if not fresh:
+            return sorted(frozen)
+        for child in fresh:
+            _signal(child, signal.SIGSTOP)
+            frozen.add(child)
 
 
 def _running(pid):
@@ -157,11 +181,8 @@ def _wait_gone(pids, timeout):
         alive = [pid for pid in alive if _running(pid)]
         if alive:
             time.sleep(0.05)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    if alive:
+        raise RuntimeError("sshd processes %s still running after SIGKILL" % alive)
 
 
 def _keygen(path):
