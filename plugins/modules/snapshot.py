@@ -103,6 +103,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+changed:
+  description: Whether a snapshot was (or in check mode would be) taken, removed or restored.
+  returned: always
+  type: bool
+  sample: true
 snapshot:
   description: The snapshot taken, removed or restored. Empty when O(state=absent) found nothing to remove.
   returned: always

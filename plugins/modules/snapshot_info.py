@@ -63,6 +63,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+changed:
+  description: Always false; the module only reads.
+  returned: always
+  type: bool
+  sample: false
 snapshots:
   description: The snapshots found, oldest first, with the same keys as RV(vmimage.replication.snapshot#module:snapshot).
   returned: always

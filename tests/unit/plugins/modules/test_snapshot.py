@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract import assert_return_contract
+
 from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -66,6 +68,7 @@ def test_snapshot_raw_is_sparse_identical_and_idempotent(module_runner, raw_volu
     assert check["changed"] is True and not os.path.exists(sdir)
     res = _snap(module_runner, volume=str(raw_volume), snapshot_dir=sdir)
     assert res["changed"] is True, res
+    assert_return_contract("snapshot", res)
     snap = res["snapshot"]
     assert set(snap) == SNAP_KEYS
     assert snap["server"] == "web01" and snap["format"] == "raw" and snap["name"].startswith("web01-")
@@ -83,6 +86,7 @@ def test_snapshot_raw_is_sparse_identical_and_idempotent(module_runner, raw_volu
     again = _snap(module_runner, volume=str(raw_volume), snapshot_dir=sdir)
     assert again["changed"] is False and again["snapshot"]["name"] == snap["name"]
     info = module_runner("snapshot_info", dict(snapshot_dir=sdir, volume=str(raw_volume)))
+    assert_return_contract("snapshot_info", info)
     assert info["changed"] is False and [s["name"] for s in info["snapshots"]] == [snap["name"]]
     assert info["volume_fingerprint"] == snap["fingerprint"]
 
@@ -145,6 +149,7 @@ def test_restore_absent_and_check_mode(module_runner, raw_volume, tmp_path):
     assert module_runner("snapshot", restored_args, check_mode=True)["changed"] is True
     assert _sha(raw_volume) != original
     res = module_runner("snapshot", restored_args)
+    assert_return_contract("snapshot", res)
     assert res["changed"] is True and res["snapshot"]["name"] == "web01-good"
     assert _sha(raw_volume) == original and stat.S_IMODE(os.stat(raw_volume).st_mode) == 0o640
     assert _allocated(raw_volume) <= _allocated(snap["path"]) + 64 * 1024

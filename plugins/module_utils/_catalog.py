@@ -1,0 +1,273 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""The bucket catalog: a bucket used as the image library of a server.
+
+Image objects are immutable, one per snapshot time, uploaded beforehand by
+cos_upload. The catalog of a server is one small object,
+``<prefix><server>/catalog.json``, listing its images and naming the latest.
+It is written with a single PUT, after the new object was validated and the
+pruned objects were deleted, so a failed import leaves the previous catalog
+(and with it the previous ``<server>-latest``) untouched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _naming
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
+MANIFEST = "catalog.json"
+VERSION = 1
+PUBLIC = ("name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint")
+# Where each format shows who it is: (offset, magic). Formats not listed are not checked.
+MAGIC = {"qcow2": (0, b"QFI\xfb"), "vpc": (0, b"conectix"), "vhd": (0, b"conectix"), "ova": (257, b"ustar")}
+
+
+def manifest_key(prefix, server):
+    return "%s%s/%s" % (_naming.normalize_prefix(prefix), _naming.check_server(server), MANIFEST)
+
+
+def public(entry):
+    """An image as modules return it, or None."""
+    return {k: entry.get(k) for k in PUBLIC} if entry else None
+
+
+def _by_name(manifest, name):
+    for entry in manifest["images"]:
+        if entry["name"] == name:
+            return entry
+    return None
+
+
+def _sorted(images):
+    return sorted(images, key=lambda e: (_naming.parse_time(e["snapshot_time"]), e["name"]))
+
+
+class Catalog:
+    """The catalog of one server in one bucket."""
+
+    def __init__(self, client, cos, bucket, prefix, server):
+        self.client, self.cos, self.bucket, self.server = client, cos, bucket, server
+        self.prefix = _naming.normalize_prefix(prefix)
+        self.key = manifest_key(prefix, server)
+
+    def _fail(self, exc, action, key=None):
+        return ReplicationError(_cos.explain(exc, action, self.cos, self.bucket, key), bucket=self.bucket, endpoint=self.cos.get("endpoint"),
+                                code=_cos.error_code(exc))
+
+    def load(self):
+        """The manifest: {images: [...], latest: name or None}; an empty one when there is none yet."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        except _cos.ClientError as exc:
+            if _cos.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return {"images": [], "latest": None}
+            raise self._fail(exc, "read catalog", self.key) from None
+        except _cos.BotoCoreError as exc:
+            raise self._fail(exc, "read catalog", self.key) from None
+        try:
+            data = json.loads(body)
+            images = [dict(e) for e in data["images"]]
+            for entry in images:
+                _naming.parse_time(entry["snapshot_time"])
+                entry["name"], entry["key"]  # pylint: disable=pointless-statement
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReplicationError(
+                "Failed to read catalog s3://%s/%s: it is not a catalog written by vmimage.replication (%s); "
+                "move it away, then re-import the images" % (self.bucket, self.key, exc)
+            ) from None
+        return {"images": _sorted(images), "latest": data.get("latest")}
+
+    def save(self, manifest):
+        body = {
+            "format_version": VERSION, "created-by": _naming.CREATED_BY, "server": self.server,
+            "latest": manifest["latest"], "latest_name": _naming.latest_name(self.server), "images": _sorted(manifest["images"]),
+        }
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.key, Body=json.dumps(body, indent=2, sort_keys=True).encode("utf-8"),
+                ContentType="application/json", Metadata={"created-by": _naming.CREATED_BY, "source-server": self.server},
+            )
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise self._fail(exc, "write catalog", self.key) from None
+
+    def head(self, key):
+        try:
+            return _cos.head(self.client, self.bucket, key)
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise self._fail(exc, "read image", key) from None
+
+    def delete(self, key):
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except _cos.ClientError as exc:
+            if _cos.error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
+                raise self._fail(exc, "delete image", key) from None
+        except _cos.BotoCoreError as exc:
+            raise self._fail(exc, "delete image", key) from None
+
+    def read_range(self, key, length):
+        """The first ``length`` bytes of the object (fewer when it is shorter).
+
+        Reads exactly that many bytes: some servers (rclone) send the whole
+        object's x-amz-checksum with a ranged answer, which the SDK would check
+        against the part when the body is read to its end.
+        """
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-%d" % (length - 1))["Body"]
+            try:
+                return body.read(length)
+            finally:
+                body.close()
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise self._fail(exc, "read image", key) from None
+
+    def check_format(self, key, fmt, size):
+        """Raise unless the object's first bytes are those of ``fmt`` (formats without a magic are not checked)."""
+        if fmt not in MAGIC:
+            return
+        offset, magic = MAGIC[fmt]
+        head = self.read_range(key, offset + len(magic)) if size else b""
+        if head[offset:offset + len(magic)] != magic:
+            raise ReplicationError(
+                "Failed to import image s3://%s/%s: the object is declared %s but is not %s (its first bytes are %r); "
+                "upload the converted image again" % (self.bucket, key, fmt, fmt, head[:8]), key=key,
+            )
+
+    def describe(self, key, sha256=None, snapshot_time=None, source_fingerprint=None):
+        """The catalog entry of the object at ``key``, after checking it exists and is what it claims to be."""
+        obj = self.head(key)
+        where = "s3://%s/%s" % (self.bucket, key)
+        if obj is None:
+            raise ReplicationError("Failed to import image %s: the object does not exist at %s; upload it with vmimage.replication.cos_upload first"
+                                   % (where, self.cos.get("endpoint")), key=key)
+        meta = obj["metadata"]
+        found = meta.get("sha256")
+        if not found:
+            raise ReplicationError("Failed to import image %s: the object has no sha256 metadata; upload it with vmimage.replication.cos_upload" % where, key=key)
+        if sha256 and sha256.lower() != found.lower():
+            raise ReplicationError("Failed to import image %s: its sha256 is %s, not the expected %s; upload the image again" % (where, found, sha256),
+                                   key=key, sha256=found)
+        owner = meta.get("source-server")
+        if owner and owner != self.server:
+            raise ReplicationError("Failed to import image %s: it is an image of server %s, not %s; check the key and server" % (where, owner, self.server),
+                                   key=key)
+        times = [t for t in (snapshot_time, meta.get("snapshot-time")) if t]
+        if not times:
+            raise ReplicationError("Failed to import image %s: its snapshot time is unknown; set snapshot_time" % where, key=key)
+        try:
+            parsed = [_naming.format_time(t) for t in times]
+        except ValueError as exc:
+            raise ReplicationError("Failed to import image %s: %s" % (where, exc), key=key) from None
+        if len(set(parsed)) > 1:
+            raise ReplicationError("Failed to import image %s: snapshot_time %s differs from the object's snapshot-time %s; check which snapshot it is"
+                                   % (where, parsed[0], parsed[1]), key=key)
+        fmt = (meta.get("format") or key.rsplit(".", 1)[-1]).lower()
+        return {
+            "name": _naming.image_name(self.server, parsed[0]), "key": key, "sha256": found.lower(), "snapshot_time": parsed[0],
+            "size": obj["size"], "format": fmt, "source_fingerprint": source_fingerprint or meta.get("source-fingerprint"),
+        }
+
+    def orphans(self, manifest):
+        """Objects under the server's prefix that carry created-by vmimage.replication but are not in the catalog."""
+        known = set(e["key"] for e in manifest["images"]) | {self.key}
+        found = []
+        kwargs = {"Bucket": self.bucket, "Prefix": "%s%s/" % (self.prefix, self.server)}
+        try:
+            while True:
+                page = self.client.list_objects_v2(**kwargs)
+                for item in page.get("Contents") or []:
+                    if item["Key"] in known:
+                        continue
+                    obj = _cos.head(self.client, self.bucket, item["Key"])
+                    if obj and obj["metadata"].get("created-by") == _naming.CREATED_BY:
+                        meta = obj["metadata"]
+                        found.append({"key": item["Key"], "size": obj["size"], "sha256": meta.get("sha256"),
+                                      "snapshot_time": meta.get("snapshot-time"), "last_modified": obj["last_modified"]})
+                if not page.get("IsTruncated"):
+                    break
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise self._fail(exc, "list images of server %s in" % self.server) from None
+        return found
+
+
+def _result(manifest, image, previous, pruned, changed, orphans=None):
+    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
+    result = dict(changed=changed, image=public(image) or {}, latest=public(latest), previous_latest=public(previous),
+                  pruned=[e["name"] for e in pruned], images=[public(e) for e in _sorted(manifest["images"])])
+    if orphans is not None:
+        result["orphans"] = orphans
+    return result
+
+
+def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None, check_mode=False, now=None):
+    """Add the object at ``key`` to the catalog, rotate the latest, prune past retention.
+
+    The newest image by snapshot time is the latest: importing an older snapshot
+    adds it without moving the latest.
+    """
+    before = catalog.load()
+    manifest = {"images": [dict(e) for e in before["images"]], "latest": before["latest"]}
+    current = [e for e in manifest["images"] if e["key"] == key]
+    obj = catalog.head(key)
+    if current and obj and obj["metadata"].get("sha256", "").lower() == current[0]["sha256"] and (not sha256 or sha256.lower() == current[0]["sha256"]):
+        image = current[0]
+    else:
+        image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
+        catalog.check_format(key, image["format"], image["size"])
+        clash = _by_name(manifest, image["name"])
+        if clash and clash["key"] != key:
+            raise ReplicationError("Failed to import image s3://%s/%s: image %s of the same snapshot time is already in the catalog as %s; "
+                                   "remove it first with state=absent" % (catalog.bucket, key, image["name"], clash["key"]), key=key)
+        manifest["images"] = [e for e in manifest["images"] if e["key"] != key] + [image]
+    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
+    previous = None
+    if latest is None or _naming.parse_time(image["snapshot_time"]) > _naming.parse_time(latest["snapshot_time"]):
+        previous = latest
+        manifest["latest"] = image["name"]
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    pruned = _naming.select_prune(manifest["images"], keep_last, keep_days, now, latest=manifest["latest"])
+    pruned = [e for e in pruned if e["key"] != key]
+    if not check_mode:
+        for entry in pruned:
+            catalog.delete(entry["key"])
+    manifest["images"] = [e for e in manifest["images"] if e not in pruned]
+    changed = _sorted(manifest["images"]) != _sorted(before["images"]) or manifest["latest"] != before["latest"]
+    if changed and not check_mode:
+        catalog.save(manifest)
+    return _result(manifest, image, previous, pruned, changed)
+
+
+def remove_image(catalog, name, force=False, check_mode=False):
+    """Remove image ``name`` (``<server>-latest`` means the latest) and its object; the latest only with ``force``."""
+    manifest = catalog.load()
+    if name == _naming.latest_name(catalog.server):
+        name = manifest["latest"]
+    entry = _by_name(manifest, name) if name else None
+    if entry is None:
+        return _result(manifest, None, None, [], False)
+    previous = None
+    if manifest["latest"] == entry["name"]:
+        if not force:
+            raise ReplicationError("Failed to remove image %s: it is the latest image of server %s; set force=true to remove it anyway"
+                                   % (entry["name"], catalog.server), name=entry["name"])
+        previous = entry
+    if not check_mode:
+        catalog.delete(entry["key"])
+    manifest["images"] = [e for e in manifest["images"] if e is not entry]
+    if previous is not None:
+        rest = _sorted(manifest["images"])
+        manifest["latest"] = rest[-1]["name"] if rest else None
+    if not check_mode:
+        catalog.save(manifest)
+    return _result(manifest, entry, previous, [], True)
+
+
+def info(catalog):
+    manifest = catalog.load()
+    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
+    return dict(changed=False, images=[public(e) for e in manifest["images"]], latest=public(latest), orphans=catalog.orphans(manifest))

@@ -1,0 +1,243 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_import
+short_description: Register an uploaded image in the target image library with a rotating C(<server>-latest)
+version_added: 0.1.0
+description:
+  - Registers an image object, uploaded beforehand by M(vmimage.replication.cos_upload), as the newest image of a server,
+    keeps the previous latest under its own name C(<server>-<YYYYMMDD-HHMMSS>) (its snapshot time), and prunes images
+    past retention.
+  - With O(target=bucket_catalog), the bucket is the image library. The catalog of a server is the object
+    C(<prefix><server>/catalog.json); it lists the images and names the one C(<server>-latest) resolves to.
+  - The object is validated before anything is rotated - it must exist, carry C(sha256) metadata equal to O(sha256) when given,
+    and start like the format it declares (C(QFI\xfb) for qcow2). The catalog is written with one PUT after the object was
+    validated and the pruned objects were deleted, so a failed import never changes the previous latest.
+  - The newest image by snapshot time is the latest. Importing a snapshot older than the current latest adds it to the catalog
+    without moving the latest, and the image imported by a run is never pruned by that run.
+  - Images are named after the snapshot's time, never the time of the import.
+author:
+  - vmimage.replication developers
+extends_documentation_fragment:
+  - vmimage.replication.cos
+options:
+  target:
+    description:
+      - The image library. V(bucket_catalog) keeps the catalog in the bucket that holds the images.
+    type: str
+    choices: [bucket_catalog]
+    default: bucket_catalog
+  bucket:
+    description:
+      - Bucket that holds the images and the catalog.
+    type: str
+    required: true
+  prefix:
+    description:
+      - Key prefix under which each server has a folder C(<server>/) with its images and catalog.
+    type: str
+    default: images/
+  server:
+    description:
+      - Name of the source server. Letters, digits, V(.), V(_) and V(-).
+    type: str
+    required: true
+  key:
+    description:
+      - Key of the image object, normally C(<prefix><server>/<server>-<YYYYMMDD-HHMMSS>.qcow2)
+        (see the filter P(vmimage.replication.object_key#filter)).
+      - Required with O(state=present).
+    type: str
+  snapshot_time:
+    description:
+      - UTC time of the snapshot the image was made from, ISO 8601 (V(2026-03-10T12:00:00Z)).
+      - Defaults to the object's C(snapshot-time) metadata; when both are there they must agree.
+    type: str
+  sha256:
+    description:
+      - Expected sha256 of the image; the import fails unless the object's C(sha256) metadata is the same.
+    type: str
+  source_fingerprint:
+    description:
+      - Identity of the source volume's state, recorded in the catalog. Defaults to the object's C(source-fingerprint) metadata.
+    type: str
+  keep_last:
+    description:
+      - Number of newest images kept (the latest included). At least 1.
+    type: int
+    default: 7
+  keep_days:
+    description:
+      - Also keep every image whose snapshot is younger than this many days.
+      - An image is pruned only if it is outside the O(keep_last) newest AND (O(keep_days) is unset or its snapshot
+        is older than O(keep_days) days). The latest is never pruned.
+    type: int
+  state:
+    description:
+      - V(present) imports O(key); V(absent) removes image O(name) and its object.
+    type: str
+    choices: [present, absent]
+    default: present
+  name:
+    description:
+      - Image to remove with O(state=absent), C(<server>-<YYYYMMDD-HHMMSS>) or C(<server>-latest).
+    type: str
+  force:
+    description:
+      - With O(state=absent), remove the image even when it is the latest; the newest remaining image then becomes the latest.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Validates the object and reports the same C(changed), RV(pruned) and RV(latest) as a real run; writes and deletes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    description: Importing the key that is already in the catalog changes nothing.
+notes:
+  - Two imports of the same server at the same time may overwrite each other's catalog; run one replication per server at a time.
+seealso:
+  - module: vmimage.replication.image_info
+  - module: vmimage.replication.cos_upload
+"""
+
+EXAMPLES = r"""
+- name: Register the uploaded image as web01-latest, keep a week
+  vmimage.replication.image_import:
+    cos: "{{ cos }}"
+    bucket: dr-images
+    server: web01
+    key: "{{ upload.key }}"
+    sha256: "{{ upload.sha256 }}"
+    snapshot_time: "{{ snap.snapshot.created }}"
+    keep_last: 7
+    keep_days: 14
+
+- name: Remove one image
+  vmimage.replication.image_import:
+    cos: "{{ cos }}"
+    bucket: dr-images
+    server: web01
+    name: web01-20260301-020000
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: Whether the catalog was (or in check mode would be) changed - an image added, removed or pruned, or the latest moved.
+  returned: always
+  type: bool
+  sample: true
+image:
+  description: The image imported or removed; empty when O(state=absent) found nothing to remove.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Name of the image, C(<server>-<YYYYMMDD-HHMMSS>) of its snapshot time.
+      type: str
+      sample: web01-20260310-120000
+    key:
+      description: Key of the image object.
+      type: str
+      sample: images/web01/web01-20260310-120000.qcow2
+    sha256:
+      description: sha256 of the image object.
+      type: str
+      sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    snapshot_time:
+      description: UTC time of the snapshot.
+      type: str
+      sample: "2026-03-10T12:00:00Z"
+    size:
+      description: Size of the object in bytes.
+      type: int
+      sample: 231735296
+    format:
+      description: Format of the image.
+      type: str
+      sample: qcow2
+    source_fingerprint:
+      description: Identity of the source volume's state, when known.
+      type: str
+      sample: "536870912:1773144000000000000:1234567"
+latest:
+  description: The image C(<server>-latest) resolves to after this run (same keys as RV(image)), null when there is none.
+  returned: always
+  type: dict
+  sample: {name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, format: qcow2}
+previous_latest:
+  description:
+    - The image that was the latest before this run, when this run moved the latest; it keeps its own name. Null otherwise.
+  returned: always
+  type: dict
+  sample: {name: web01-20260309-120000, key: images/web01/web01-20260309-120000.qcow2, format: qcow2}
+pruned:
+  description: Names of the images pruned (their objects deleted), oldest first.
+  returned: always
+  type: list
+  elements: str
+  sample: [web01-20260301-120000]
+images:
+  description: The images of the server in the catalog after this run, oldest first (same keys as RV(image)).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, format: qcow2}]
+"""
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+
+
+def run(module):
+    p = module.params
+    if p["keep_last"] < 1:
+        raise ReplicationError("Failed to import image into bucket %s: keep_last is %d; keep at least 1 image" % (p["bucket"], p["keep_last"]))
+    if p["keep_days"] is not None and p["keep_days"] < 0:
+        raise ReplicationError("Failed to import image into bucket %s: keep_days is %d; give 0 or more days" % (p["bucket"], p["keep_days"]))
+    try:
+        catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
+    except ValueError as exc:
+        raise ReplicationError("Failed to import image of server %s: %s" % (p["server"], exc)) from None
+    catalog.client = _cos.connect(p["cos"])
+    _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
+    if p["state"] == "absent":
+        return _catalog.remove_image(catalog, p["name"], force=p["force"], check_mode=module.check_mode)
+    return _catalog.import_image(
+        catalog, p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
+        keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode,
+    )
+
+
+def main():
+    spec = dict(
+        target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
+        bucket=dict(type="str", required=True),
+        prefix=dict(type="str", default="images/"),
+        server=dict(type="str", required=True),
+        key=dict(type="str", no_log=False),
+        snapshot_time=dict(type="str"),
+        sha256=dict(type="str"),
+        source_fingerprint=dict(type="str"),
+        keep_last=dict(type="int", default=7),
+        keep_days=dict(type="int"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        name=dict(type="str"),
+        force=dict(type="bool", default=False),
+    )
+    module = ReplicationModule(spec, groups=("cos",), required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])])
+    module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
+    module.run(run)
+
+
+if __name__ == "__main__":
+    main()

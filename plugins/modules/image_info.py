@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_info
+short_description: List a server's images in the target image library
+version_added: 0.1.0
+description:
+  - Lists the images of a server registered by M(vmimage.replication.image_import), oldest first, and the one
+    C(<server>-latest) resolves to.
+  - With O(target=bucket_catalog), reads the catalog C(<prefix><server>/catalog.json), and reports as RV(orphans) the objects
+    under C(<prefix><server>/) that vmimage.replication made (metadata C(created-by)) but the catalog does not list,
+    for example the upload of a run that failed before its import.
+author:
+  - vmimage.replication developers
+extends_documentation_fragment:
+  - vmimage.replication.cos
+options:
+  target:
+    description:
+      - The image library. V(bucket_catalog) keeps the catalog in the bucket that holds the images.
+    type: str
+    choices: [bucket_catalog]
+    default: bucket_catalog
+  bucket:
+    description:
+      - Bucket that holds the images and the catalog.
+    type: str
+    required: true
+  prefix:
+    description:
+      - Key prefix under which each server has a folder C(<server>/).
+    type: str
+    default: images/
+  server:
+    description:
+      - Name of the source server.
+    type: str
+    required: true
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+seealso:
+  - module: vmimage.replication.image_import
+"""
+
+EXAMPLES = r"""
+- name: Images of web01
+  vmimage.replication.image_info:
+    cos: "{{ cos }}"
+    bucket: dr-images
+    server: web01
+  register: lib
+
+- name: Show the key of web01-latest
+  ansible.builtin.debug:
+    msg: "{{ lib.latest.key if lib.latest else 'no image yet' }}"
+"""
+
+RETURN = r"""
+changed:
+  description: Always false; the module only reads.
+  returned: always
+  type: bool
+  sample: false
+images:
+  description: The images in the catalog, oldest first, with the keys of RV(vmimage.replication.image_import#module:image).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, sha256: 9f86d0, snapshot_time: "2026-03-10T12:00:00Z",
+            size: 231735296, format: qcow2, source_fingerprint: null}]
+latest:
+  description: The image C(<server>-latest) resolves to, null when the server has no image.
+  returned: always
+  type: dict
+  sample: {name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, format: qcow2}
+orphans:
+  description: Objects made by vmimage.replication under the server's folder that the catalog does not list.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{key: images/web01/web01-20260311-120000.qcow2, size: 231735296, sha256: 9f86d0, snapshot_time: "2026-03-11T12:00:00Z",
+            last_modified: "2026-03-11T12:20:00Z"}]
+"""
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+
+
+def run(module):
+    p = module.params
+    try:
+        catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
+    except ValueError as exc:
+        raise ReplicationError("Failed to list images of server %s: %s" % (p["server"], exc)) from None
+    catalog.client = _cos.connect(p["cos"])
+    _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
+    return _catalog.info(catalog)
+
+
+def main():
+    spec = dict(
+        target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
+        bucket=dict(type="str", required=True),
+        prefix=dict(type="str", default="images/"),
+        server=dict(type="str", required=True),
+    )
+    module = ReplicationModule(spec, groups=("cos",))
+    module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
+    module.run(run)
+
+
+if __name__ == "__main__":
+    main()
