@@ -201,33 +201,55 @@ def upload(client, bucket, key, path, part_size, concurrency, metadata, sha256=N
     return _result(key, size, sha256, stored, parts, resumed, sent, started, True)
 
 
+class _ReplaceRefused(Exception):
+    """The endpoint would not let a stored part be replaced (rclone streams parts to its backend)."""
+
+
 def _multipart(client, bucket, key, path, fd, size, part_size, concurrency, metadata, progress, keep_incomplete):
     upload_id, listed = find_resumable(client, bucket, key, keep_incomplete)
+    try:
+        return _attempt(client, bucket, key, path, fd, size, part_size, concurrency, metadata, progress, keep_incomplete, upload_id, listed)
+    except _ReplaceRefused:
+        # That upload cannot be finished with this file's content: start afresh (the old one is aborted).
+        _cos.abort_upload(client, bucket, key, upload_id)
+    return _attempt(client, bucket, key, path, fd, size, part_size, concurrency, metadata, progress, keep_incomplete, None, {})
+
+
+def _attempt(client, bucket, key, path, fd, size, part_size, concurrency, metadata, progress, keep_incomplete, upload_id, listed):
     if listed:
         # Continue with the part size the interrupted upload used.
         part_size = max(part["size"] for part in listed.values())
     part_size = plan_part_size(size, part_size)
     ranges = part_ranges(size, part_size)
     kept = reusable_parts(fd, path, size, part_size, listed) if listed else {}
+    replacing = any(number in listed for number, _o, _l in ranges if number not in kept)
     if upload_id is None:
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
+    resumed_bytes = sum(length for number, _offset, length in ranges if number in kept)
+    counter = _Counter(progress, resumed_bytes)
     try:
-        resumed_bytes = sum(length for number, _offset, length in ranges if number in kept)
-        counter = _Counter(progress, resumed_bytes)
-        todo = [item for item in ranges if item[0] not in kept]
         etags = dict(kept)
-        etags.update(_send_parts(client, bucket, key, upload_id, fd, path, todo, concurrency, counter))
+        etags.update(_send_parts(client, bucket, key, upload_id, fd, path, [r for r in ranges if r[0] not in kept], concurrency, counter))
         client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": number, "ETag": '"%s"' % etags[number]} for number, _o, _l in ranges]},
         )
+    except _cos.ClientError as exc:
+        if replacing and _cos.error_code(exc) in ("NotImplemented", "InvalidPart", "InvalidRequest"):
+            raise _ReplaceRefused() from exc
+        _failed(client, bucket, key, upload_id, progress, keep_incomplete)
+        raise
     except BaseException:
-        if progress is not None:
-            progress.finish("failed")
-        if not keep_incomplete:
-            try:
-                _cos.abort_upload(client, bucket, key, upload_id)
-            except Exception:  # pylint: disable=broad-except - the original failure is the one to report
-                pass
+        _failed(client, bucket, key, upload_id, progress, keep_incomplete)
         raise
     return len(ranges), len(kept), counter.sent
+
+
+def _failed(client, bucket, key, upload_id, progress, keep_incomplete):
+    if progress is not None:
+        progress.finish("failed")
+    if not keep_incomplete:
+        try:
+            _cos.abort_upload(client, bucket, key, upload_id)
+        except Exception:  # pylint: disable=broad-except - the original failure is the one to report
+            pass

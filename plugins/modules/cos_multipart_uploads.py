@@ -75,6 +75,11 @@ endpoint:
   returned: always
   type: str
   sample: https://s3.us-south.cloud-object-storage.appdomain.cloud
+changed:
+  description: Whether uploads were aborted (would be, in check mode).
+  returned: always
+  type: bool
+  sample: true
 uploads:
   description: The selected uploads (under O(prefix), older than O(older_than)), oldest first.
   returned: always

@@ -136,6 +136,11 @@ endpoint:
   returned: always
   type: str
   sample: https://s3.us-south.cloud-object-storage.appdomain.cloud
+changed:
+  description: Whether the object was uploaded or deleted, or uploads aborted (would be, in check mode).
+  returned: always
+  type: bool
+  sample: true
 size:
   description: Size of the file and of the object, in bytes.
   returned: state is present

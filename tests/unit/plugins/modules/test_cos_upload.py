@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _progress
+from tests.contract import assert_return_contract
 
 MIB = 1024 * 1024
 
@@ -66,7 +67,8 @@ def test_small_file_round_trip_idempotent_and_check_mode(s3_server, bucket, modu
 
     first = module_runner("cos_upload", args(s3_server, bucket, key, src, **extra))
     assert not first.get("failed"), first
-    assert RETURN_KEYS <= set(first), RETURN_KEYS - set(first)
+    assert_return_contract("cos_upload", first, expect=RETURN_KEYS)
+    assert_return_contract("cos_upload", check, expect=RETURN_KEYS)
     assert first["changed"] is True and first["parts"] == 1 and first["uploaded_bytes"] == 2 * MIB
     assert first["sha256"] == sha256_of(src) == downloaded_sha256(s3_server, bucket, key)
     stored = _cos.head(s3_server.client(), bucket, key)["metadata"]
@@ -113,6 +115,7 @@ def test_state_absent_deletes_object_and_aborts_uploads(s3_server, bucket, modul
     assert _cos.head(client, bucket, key) is not None and len(pending(s3_server, bucket, key)) == 1
 
     done = module_runner("cos_upload", args(s3_server, bucket, key, state="absent"))
+    assert_return_contract("cos_upload", done, expect=["deleted", "aborted"])
     assert done["changed"] is True and done["deleted"] is True and done["aborted"] == [upload_id], done
     assert _cos.head(client, bucket, key) is None and pending(s3_server, bucket, key) == []
     assert [u["upload_id"] for u in pending(s3_server, bucket, key + ".keep")] == [other]
