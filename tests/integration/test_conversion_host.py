@@ -63,7 +63,7 @@ def test_first_run_prepares_both_hosts(hosts, prepared):
     for item in first.events:
         data = item.get("event_data", {})
         if item.get("event") == "runner_on_ok" and data.get("task") == "Record where the conversion tools are":
-            facts[data["host"]] = data["res"]["ansible_facts"]["vmimage_conversion_host"]
+            facts[data["host"]] = data["res"]["ansible_facts"]["conversion_host_result"]
     for index, host in enumerate(hosts):
         name = "conv%d" % (index + 1)
         work = os.path.join(base, name, "work")
