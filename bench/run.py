@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Measure the data path (convert + upload) against the naive way and the physical bounds, in one run.
+
+    .venv/bin/python bench/run.py [--size 2G] [--fill 0.4] [--repeat 1] [--only naive,ours-zlib]
+
+Stages (each runs in its own child process, so its peak memory is its own):
+  bound-read      read the source once (what "read once" costs)
+  bound-compress  zlib (level 6, as qemu) over 64 KiB clusters with all cores, zero clusters skipped
+  bound-upload    upload that many compressed bytes from memory
+  naive           qemu-img convert -c -O qcow2 to a local file, then ibm_boto3's default upload_file
+  ours-zlib       the collection: _qemu.ensure_present with qemu_convert's defaults, then _cos.upload_file
+  ours-zstd       the same with compression_type=zstd
+
+The source is a real ext4 image ~40% filled with real files (hack/sample_disk.py), cached under
+.cache/bench/. The S3 peer is a local rclone server. Results go to bench/results/<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
+CACHE = os.path.join(ROOT, ".cache", "bench")
+RESULTS = os.path.join(ROOT, "bench", "results")
+CLUSTER = 64 * 1024
+PART_SIZE = 64 << 20
+CONCURRENCY = 4
+STAGES = ("bound-read", "bound-compress", "bound-upload", "naive", "ours-zlib", "ours-zstd")
+ACCESS_KEY_ID = "AKIAVMIMAGE7BENCHKEY1"
+SECRET_ACCESS_KEY = "vmImgBench/7c1LxQ2wPn9VbT6yRu1sEoA4dHcJkM"
+
+
+def _paths():
+    link = os.path.join(COLLECTIONS, "ansible_collections", "vmimage", "replication")
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link, target_is_directory=True)
+    for entry in (ROOT, COLLECTIONS):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
+def source_image(size, fill):
+    path = os.path.join(CACHE, "source-%s-%s.img" % (size, fill))
+    if not os.path.exists(path):
+        os.makedirs(CACHE, exist_ok=True)
+        print("building %s (cached for later runs)" % path, flush=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, "hack", "sample_disk.py"), path + ".tmp", "--size", size, "--fill", str(fill)],
+                       check=True)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+# ---- stages (run in a child process) ----
+
+def stage_read(ctx):
+    done = 0
+    view = memoryview(bytearray(4 << 20))
+    with open(ctx["source"], "rb", buffering=0) as handle:
+        while True:
+            count = handle.readinto(view)
+            if not count:
+                break
+            done += count
+    return dict(bytes_read=done)
+
+
+def _compress_range(args):
+    path, start, stop = args
+    zero = bytes(CLUSTER)
+    out = []
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        for _offset in range(start, stop, CLUSTER):
+            block = handle.read(CLUSTER)
+            if not block or block == zero[:len(block)]:
+                continue
+            packer = zlib.compressobj(6, zlib.DEFLATED, -12, 9)  # qemu's qcow2 deflate parameters
+            data = packer.compress(block) + packer.flush()
+            out.append(data if len(data) < len(block) else block)
+    return b"".join(out)
+
+
+def stage_compress(ctx):
+    size = os.path.getsize(ctx["source"])
+    step = 64 * CLUSTER
+    ranges = [(ctx["source"], start, min(start + step, size)) for start in range(0, size, step)]
+    with multiprocessing.Pool(os.cpu_count()) as pool:
+        chunks = pool.map(_compress_range, ranges, chunksize=8)
+    blob = b"".join(chunks)
+    with open(ctx["blob"], "wb") as handle:  # hand the size to bound-upload (it is not part of the timing)
+        handle.truncate(len(blob))
+    return dict(compressed_bytes=len(blob), workers=os.cpu_count())
+
+
+def _client(ctx):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+
+    return _cos.connect(dict(endpoint=ctx["endpoint"], region="us-south", access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY))
+
+
+def stage_upload(ctx):
+    from ibm_boto3.s3.transfer import TransferConfig
+
+    size = os.path.getsize(ctx["blob"])
+    data = os.urandom(1 << 20) * (size >> 20) + os.urandom(size % (1 << 20))  # incompressible, like compressed data
+    client = _client(ctx)
+    config = TransferConfig(multipart_chunksize=PART_SIZE, max_concurrency=CONCURRENCY)
+    started = time.monotonic()
+    client.upload_fileobj(io.BytesIO(data), ctx["bucket"], "bound-upload", Config=config)
+    return dict(uploaded_bytes=size, seconds_override=time.monotonic() - started)
+
+
+def stage_naive(ctx):
+    out = os.path.join(ctx["workdir"], "naive.qcow2")
+    started = time.monotonic()
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", ctx["source"], out], check=True)
+    converted = time.monotonic() - started
+    _client(ctx).upload_file(out, ctx["bucket"], "naive.qcow2")
+    size = os.path.getsize(out)
+    os.unlink(out)
+    return dict(convert_seconds=converted, upload_seconds=time.monotonic() - started - converted, output_bytes=size, peak_disk=size)
+
+
+def stage_ours(ctx, compression_type):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _qemu
+
+    dest = os.path.join(ctx["workdir"], "ours-%s.qcow2" % compression_type)
+    params = dict(src=ctx["source"], dest=dest, state="present", src_format=None, format="qcow2", compress=True,
+                  compression_type=compression_type, coroutines=8, out_of_order=True, cache="none", verify="check",
+                  checksum=True, force=True, progress_file=None)
+    started = time.monotonic()
+    result, _warnings = _qemu.ensure_present(params)
+    converted = time.monotonic() - started
+    uploaded = _cos.upload_file(_client(ctx), ctx["bucket"], "ours-%s.qcow2" % compression_type, dest, PART_SIZE, CONCURRENCY,
+                                {"source-server": "bench"}, sha256=result["sha256"])
+    size = os.path.getsize(dest)
+    for path in (dest, _qemu.sidecar_path(dest)):
+        os.unlink(path)
+    return dict(convert_seconds=converted, upload_seconds=time.monotonic() - started - converted, output_bytes=size, peak_disk=size,
+                cache=result["cache"], parts=uploaded.get("parts"), sha256=result["sha256"])
+
+
+def run_stage(name, ctx):
+    _paths()
+    runner = {"bound-read": stage_read, "bound-compress": stage_compress, "bound-upload": stage_upload, "naive": stage_naive,
+              "ours-zlib": lambda c: stage_ours(c, "zlib"), "ours-zstd": lambda c: stage_ours(c, "zstd")}[name]
+    started = time.monotonic()
+    values = runner(ctx)
+    seconds = values.pop("seconds_override", None) or (time.monotonic() - started)
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    values.update(seconds=round(seconds, 3), cpu_seconds=round(cpu, 2), cores_used=round(cpu / seconds, 2),
+                  peak_rss_kib=own.ru_maxrss + kids.ru_maxrss, self_rss_kib=own.ru_maxrss, children_rss_kib=kids.ru_maxrss)
+    return values
+
+
+# ---- orchestration ----
+
+def child(name, ctx):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--stage", name, "--ctx", json.dumps(ctx)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="2G")
+    parser.add_argument("--fill", type=float, default=0.4)
+    parser.add_argument("--repeat", type=int, default=1, help="run naive and ours this many times, alternating; keep the fastest")
+    parser.add_argument("--only", default=",".join(STAGES))
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--ctx", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:
+        print(json.dumps(run_stage(args.stage, json.loads(args.ctx))))
+        return 0
+    _paths()
+    from tests.peers import s3
+
+    source = source_image(args.size, args.fill)
+    workdir = tempfile.mkdtemp(prefix="bench-", dir=CACHE)
+    server = s3.start_rclone(os.path.join(workdir, "s3"), ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    try:
+        bucket = server.make_bucket("bench")
+        ctx = dict(source=source, workdir=workdir, endpoint=server.endpoint, bucket=bucket, blob=os.path.join(workdir, "blob"))
+        wanted = [s for s in STAGES if s in args.only.split(",")]
+        results = {}
+        for round_number in range(args.repeat):
+            for name in wanted:
+                if name.startswith("bound-") and round_number:
+                    continue
+                value = child(name, ctx)
+                print("%-15s %7.2f s  %s" % (name, value["seconds"], _brief(value)), flush=True)
+                if name not in results or value["seconds"] < results[name]["seconds"]:
+                    results[name] = value
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = summarise(results, source, args)
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + ".json")
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2, sort_keys=True)
+    for line in report["summary"]:
+        print(line)
+    print("written %s" % path)
+    return 0
+
+
+def _brief(value):
+    keys = ("cpu_seconds", "cores_used", "convert_seconds", "upload_seconds", "output_bytes", "compressed_bytes", "peak_disk", "peak_rss_kib", "cache")
+    return " ".join("%s=%s" % (k, round(value[k], 2) if isinstance(value[k], float) else value[k]) for k in keys if k in value)
+
+
+def summarise(results, source, args):
+    lines = []
+    report = dict(source=source, virtual_size=os.path.getsize(source), allocated=os.stat(source).st_blocks * 512,
+                  cpu_count=os.cpu_count(), loadavg=os.getloadavg(), repeat=args.repeat, stages=results, summary=lines)
+    bounds = [results[k]["seconds"] for k in ("bound-read", "bound-compress", "bound-upload") if k in results]
+    naive = results.get("naive", {}).get("seconds")
+    for name in ("ours-zlib", "ours-zstd"):
+        ours = results.get(name, {}).get("seconds")
+        if ours is None:
+            continue
+        if naive:
+            report["%s/naive" % name] = round(ours / naive, 3)
+            lines.append("%s/naive = %.2f (%.1f s vs %.1f s)" % (name, ours / naive, ours, naive))
+        if naive:
+            cpu_ratio = results[name]["cpu_seconds"] / results["naive"]["cpu_seconds"]
+            report["%s/naive_cpu" % name] = round(cpu_ratio, 3)
+            lines.append("%s cpu/naive cpu = %.2f (%.1f s vs %.1f s of CPU)" % (name, cpu_ratio, results[name]["cpu_seconds"],
+                                                                               results["naive"]["cpu_seconds"]))
+        if bounds:
+            report["%s/bound" % name] = round(ours / max(bounds), 3)
+            lines.append("%s/max(bounds) = %.2f (bound %.1f s)" % (name, ours / max(bounds), max(bounds)))
+    for name, value in sorted(results.items()):
+        if "peak_disk" in value:
+            lines.append("%-10s peak local disk %.0f MiB, peak memory %.0f MiB" % (name, value["peak_disk"] / 1048576.0, value["peak_rss_kib"] / 1024.0))
+    lines.append("load average at the end: %s (2-core box shared with other work: times are noisy)" % ", ".join("%.1f" % x for x in os.getloadavg()))
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
