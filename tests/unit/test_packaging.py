@@ -151,3 +151,21 @@ def test_plugin_files_are_small():
                 if count >= 500:
                     too_long[os.path.relpath(path, ROOT)] = count
     assert too_long == {}, "split these files (limit 500 lines)"
+
+
+def test_awx_doc_names_the_env_vars_the_cos_option_falls_back_to():
+    """docs/awx.md's table and credential injectors use exactly the modules' env fallbacks."""
+    import re
+
+    from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_OPTIONS
+
+    fallbacks = {key: spec["fallback"][1] for key, spec in COS_OPTIONS.items() if "fallback" in spec}
+    with open(os.path.join(ROOT, "docs", "awx.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    table = {}
+    for key, cell in re.findall(r"^\| `(\w+)` \| (`[A-Z_]+`.*?) \|$", text, flags=re.M):
+        table[key] = re.findall(r"`([A-Z_]+)`", cell)
+    assert table == fallbacks
+    known = {name for names in fallbacks.values() for name in names}
+    injected = set(re.findall(r"^\s+([A-Z][A-Z_]+): \"\{\{ \w+ \}\}\"$", text, flags=re.M))
+    assert {"COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY", "IBMCLOUD_API_KEY"} <= injected <= known
