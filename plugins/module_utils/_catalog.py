@@ -62,11 +62,9 @@ class Catalog:
         """The manifest: {images: [...], latest: name or None}; an empty one when there is none yet."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
-        except _cos.ClientError as exc:
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
             if _cos.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return {"images": [], "latest": None}
-            raise self._fail(exc, "read catalog", self.key) from None
-        except _cos.BotoCoreError as exc:
             raise self._fail(exc, "read catalog", self.key) from None
         try:
             data = json.loads(body)
@@ -103,11 +101,9 @@ class Catalog:
     def delete(self, key):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except _cos.ClientError as exc:
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
             if _cos.error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
                 raise self._fail(exc, "delete image", key) from None
-        except _cos.BotoCoreError as exc:
-            raise self._fail(exc, "delete image", key) from None
 
     def read_range(self, key, length):
         """The first ``length`` bytes of the object (fewer when it is shorter).
@@ -147,7 +143,8 @@ class Catalog:
         meta = obj["metadata"]
         found = meta.get("sha256")
         if not found:
-            raise ReplicationError("Failed to import image %s: the object has no sha256 metadata; upload it with vmimage.replication.cos_upload" % where, key=key)
+            raise ReplicationError("Failed to import image %s: the object has no sha256 metadata; upload it with vmimage.replication.cos_upload" % where,
+                                   key=key)
         if sha256 and sha256.lower() != found.lower():
             raise ReplicationError("Failed to import image %s: its sha256 is %s, not the expected %s; upload the image again" % (where, found, sha256),
                                    key=key, sha256=found)

@@ -233,7 +233,8 @@ def default_server(volume):
 def _check_dir(snapshot_dir, create):
     if os.path.isdir(snapshot_dir):
         if not os.access(snapshot_dir, os.W_OK | os.X_OK):
-            raise ReplicationError("Failed to snapshot into %s: the directory is not writable; fix its permissions or choose another snapshot_dir" % snapshot_dir)
+            raise ReplicationError("Failed to snapshot into %s: the directory is not writable; fix its permissions or choose another snapshot_dir"
+                                   % snapshot_dir)
         return
     if os.path.exists(snapshot_dir):
         raise ReplicationError("Failed to snapshot into %s: it exists and is not a directory; choose another snapshot_dir" % snapshot_dir)
@@ -264,7 +265,8 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
         existing = load(snapshot_dir, name)
         if existing is not None and os.path.exists(existing.get("path", "")):
             if os.path.abspath(existing.get("volume", "")) != os.path.abspath(volume):
-                raise ReplicationError("Failed to snapshot volume %s: snapshot %s exists and is of volume %s; choose another name" % (volume, name, existing.get("volume")))
+                raise ReplicationError("Failed to snapshot volume %s: snapshot %s exists and is of volume %s; choose another name"
+                                       % (volume, name, existing.get("volume")))
             return existing, False
     elif current is not None:
         previous = list_snapshots(snapshot_dir, volume=volume)
@@ -301,9 +303,13 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
             record["size"] = size
         record["fingerprint"] = after
         os.replace(tmp, path)
+        _write_json(sidecar_path(snapshot_dir, name), record)
+    except OSError as exc:
+        _remove(path)
+        raise ReplicationError("Failed to write snapshot %s of volume %s in %s: %s; check the space and permissions of snapshot_dir"
+                               % (name, volume, snapshot_dir, exc.strerror or exc), volume=volume) from None
     finally:
         _remove(tmp)
-    _write_json(sidecar_path(snapshot_dir, name), record)
     return record, True
 
 
@@ -343,7 +349,8 @@ def restore(snapshot_dir, name, volume=None, check_mode=False):
     record = load(snapshot_dir, name)
     if record is None or not os.path.exists(record.get("path", "")):
         known = ", ".join(r["name"] for r in list_snapshots(snapshot_dir)) or "none"
-        raise ReplicationError("Failed to restore snapshot %s: no such snapshot in %s (known: %s); check the name" % (name, snapshot_dir, known))
+        raise ReplicationError("Failed to restore snapshot %s: no such snapshot in %s (known: %s); check the name" % (name, snapshot_dir, known),
+                               name=name)
     volume = volume or record["volume"]
     exists = os.path.exists(volume)
     if exists:

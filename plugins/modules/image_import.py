@@ -22,7 +22,7 @@ description:
     without moving the latest, and the image imported by a run is never pruned by that run.
   - Images are named after the snapshot's time, never the time of the import.
 author:
-  - vmimage.replication developers
+  - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.cos
 options:
@@ -98,6 +98,7 @@ attributes:
     description: Validates the object and reports the same C(changed), RV(pruned) and RV(latest) as a real run; writes and deletes nothing.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: Importing the key that is already in the catalog changes nothing.

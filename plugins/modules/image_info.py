@@ -16,7 +16,7 @@ description:
     under C(<prefix><server>/) that vmimage.replication made (metadata C(created-by)) but the catalog does not list,
     for example the upload of a run that failed before its import.
 author:
-  - vmimage.replication developers
+  - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.cos
 options:
@@ -47,8 +47,10 @@ attributes:
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
+    description: Reads only.
 seealso:
   - module: vmimage.replication.image_import
 """

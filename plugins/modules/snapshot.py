@@ -20,7 +20,7 @@ description:
     the copy is made once more, and if it changed again the module fails. Freeze the guest file systems or stop
     the server before the snapshot.
 author:
-  - vmimage.replication developers
+  - vmimage.replication contributors (@vmimage)
 options:
   provider:
     description:
@@ -66,6 +66,7 @@ attributes:
     description: Reports the same C(changed) as a real run and writes nothing.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
     description: With O(name), or for a volume whose fingerprint did not change, a second run changes nothing.

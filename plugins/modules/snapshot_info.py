@@ -13,7 +13,7 @@ description:
   - Lists the snapshots in O(snapshot_dir), oldest first, optionally only those of one server, volume or name.
   - Gives the current fingerprint of O(volume), so a play can tell whether the volume changed since a snapshot.
 author:
-  - vmimage.replication developers
+  - vmimage.replication contributors (@vmimage)
 options:
   provider:
     description:
@@ -44,8 +44,10 @@ attributes:
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Returns no diff.
   idempotent:
     support: full
+    description: Reads only.
 seealso:
   - module: vmimage.replication.snapshot
 """

@@ -83,14 +83,14 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     assert _catalog_body(s3_server, bucket) == body
 
     # second import rotates: the previous latest keeps its own timestamped name
-    key1, _ = _upload(s3_server, bucket, qcow2_bodies[1], times[1])
+    key1, _sha = _upload(s3_server, bucket, qcow2_bodies[1], times[1])
     second = module_runner("image_import", _args(s3_server, bucket, key=key1, keep_last=2))
     assert second["changed"] is True and second["latest"]["key"] == key1
     assert second["previous_latest"]["name"] == first["image"]["name"]
     assert [i["key"] for i in second["images"]] == [key0, key1] and second["pruned"] == []
 
     # third import with keep_last=2 prunes the oldest object, really
-    key2, _ = _upload(s3_server, bucket, qcow2_bodies[2], times[2])
+    key2, _sha = _upload(s3_server, bucket, qcow2_bodies[2], times[2])
     third_args = _args(s3_server, bucket, key=key2, keep_last=2)
     check = module_runner("image_import", third_args, check_mode=True)
     assert check["changed"] is True and check["pruned"] == [first["image"]["name"]]
@@ -101,13 +101,13 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     assert [i["key"] for i in third["images"]] == [key1, key2]
 
     # an older snapshot is added but does not become the latest, and this run does not prune it
-    key_old, _ = _upload(s3_server, bucket, qcow2_bodies[3], _when(50))
+    key_old, _sha = _upload(s3_server, bucket, qcow2_bodies[3], _when(50))
     older = module_runner("image_import", _args(s3_server, bucket, key=key_old, keep_last=2))
     assert older["changed"] is True and older["latest"]["key"] == key2 and older["previous_latest"] is None
     assert [i["key"] for i in older["images"]] == [key_old, key1, key2]
 
     # keep_days keeps what is young enough even outside keep_last; the rest goes
-    key3, _ = _upload(s3_server, bucket, qcow2_bodies[4], times[3])
+    key3, _sha = _upload(s3_server, bucket, qcow2_bodies[4], times[3])
     fourth = module_runner("image_import", _args(s3_server, bucket, key=key3, keep_last=1, keep_days=25))
     assert fourth["latest"]["key"] == key3
     assert fourth["pruned"] == [_naming.image_name(SERVER, _when(50)), _naming.image_name(SERVER, times[1])]
@@ -139,7 +139,7 @@ def test_failed_imports_leave_catalog_and_latest_untouched(module_runner, s3_ser
     bad = module_runner("image_import", _args(s3_server, bucket, key=key1, sha256="0" * 64))
     assert bad["failed"] and "sha256" in bad["msg"] and sha1 in bad["msg"] and key1 in bad["msg"]
 
-    key2, _ = _upload(s3_server, bucket, b"this is not a disk image\n" * 40, _when(1))
+    key2, _sha = _upload(s3_server, bucket, b"this is not a disk image\n" * 40, _when(1))
     for check_mode in (True, False):
         bad = module_runner("image_import", _args(s3_server, bucket, key=key2), check_mode=check_mode)
         assert bad["failed"] and "declared qcow2 but is not qcow2" in bad["msg"], bad
@@ -158,7 +158,7 @@ def test_failed_imports_leave_catalog_and_latest_untouched(module_runner, s3_ser
 
 
 def test_bad_options_and_missing_bucket(module_runner, s3_server, bucket, qcow2_bodies):
-    key0, _ = _upload(s3_server, bucket, qcow2_bodies[0], _when(1))
+    key0, _sha = _upload(s3_server, bucket, qcow2_bodies[0], _when(1))
     res = module_runner("image_import", _args(s3_server, bucket, key=key0, keep_last=0))
     assert res["failed"] and "keep_last" in res["msg"]
     res = module_runner("image_import", _args(s3_server, bucket, key=key0, server="bad/name"))
