@@ -111,6 +111,11 @@ progress:
     rate: 83886080
     elapsed: 2.0
     updated: 1795310000.5
+changed:
+  description: Always false; polling changes nothing.
+  returned: always
+  type: bool
+  sample: false
 msg:
   description: One human line about the job, for example C(convert 31.2% (160.0 MiB of 512.0 MiB, 80.0 MiB/s)).
   returned: always

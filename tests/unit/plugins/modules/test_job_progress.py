@@ -89,3 +89,11 @@ def test_check_mode_gives_the_same_answer(tmp_path, module_runner):
     write_job(tmp_path, "j1.1", RUNNING)
     args = dict(jid="j1.1", async_dir=str(tmp_path), wait=0)
     assert module_runner("job_progress", args, check_mode=True)["finished"] is False
+
+
+def test_result_matches_its_documentation(tmp_path, module_runner):
+    from tests.contract import assert_return_contract
+
+    write_job(tmp_path, "j1.1", RUNNING)
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0))
+    assert_return_contract("job_progress", result, expect=["jid", "finished", "failed_job", "progress"])

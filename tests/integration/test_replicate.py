@@ -1,0 +1,246 @@
+"""playbooks/replicate.yml end to end, through ansible-runner, against real S3 servers, qemu-img and sample disks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+
+import pytest
+
+from tests.integration.replication import build_disk, change_disk, changed_count, make_site, qemu_compare, summary
+from tests.peers.runner import run_playbook
+
+JOB_PROGRESS = "vmimage.replication.job_progress"
+
+
+@pytest.fixture(scope="session")
+def disk_templates(tmp_path_factory):
+    """Two different small real ext4 disks, built once; each test works on copies."""
+    base = tmp_path_factory.mktemp("disks")
+    first = build_disk(str(base / "a.img"))
+    second = build_disk(str(base / "b.img"), fill=0.3)
+    change_disk(second)
+    return [first, second]
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ordered(run):
+    return sorted(run.events, key=lambda item: item.get("counter", 0))
+
+
+def stage_progress(run, host, stage):
+    """Percents seen in runner_retry events of ``host``'s ``stage`` before its final job_progress result."""
+    percents, final = [], None
+    for item in ordered(run):
+        data = item.get("event_data", {})
+        if data.get("host") != host or data.get("task_action") != JOB_PROGRESS:
+            continue
+        progress = (data.get("res") or {}).get("progress") or {}
+        if progress.get("stage") != stage:
+            continue
+        if item["event"] == "runner_retry" and final is None and progress.get("percent") is not None:
+            percents.append(progress["percent"])
+        elif item["event"] == "runner_on_ok":
+            final = progress
+    return percents, final
+
+
+def test_replicate_two_servers(tmp_path, s3_server, disk_templates):
+    site = make_site(tmp_path, s3_server, disk_templates, ["web01", "db01"])
+
+    # Check mode first: says what would happen, creates nothing, uses no async job.
+    run = site.run(check=True)
+    assert run.status == "successful", run.stdout
+    assert {name: r["status"] for name, r in summary(run).items()} == {"web01": "would-replicate", "db01": "would-replicate"}
+    assert site.objects() == {}
+    assert site.leftovers() == {}
+
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    results = summary(run)
+    assert sorted(results) == ["db01", "web01"]
+    for name, disk in site.disks.items():
+        result = results[name]
+        assert result["status"] == "replicated", result
+        assert result["error"] is None
+        assert re.match(r"^images/%s/%s-\d{8}-\d{6}\.qcow2$" % (name, name), result["key"]), result["key"]
+        assert result["image"] == result["latest"] == os.path.basename(result["key"])[: -len(".qcow2")]
+        assert result["virtual_size"] == os.path.getsize(disk)
+        assert 0 < result["stored_size"] < result["virtual_size"]
+        assert result["compression_ratio"] > 1
+        # The object is the disk: download it and compare the content with the source.
+        image = site.download(result["key"], str(tmp_path / ("%s.qcow2" % name)))
+        assert sha256_of(image) == result["sha256"]
+        compared = qemu_compare(disk, image)
+        assert compared.returncode == 0, compared.stdout + compared.stderr
+        meta = {k.lower(): v for k, v in s3_server.client().head_object(Bucket=site.bucket, Key=result["key"])["Metadata"].items()}
+        assert meta["created-by"] == "vmimage.replication"
+        assert meta["source-server"] == name
+        assert meta["sha256"] == result["sha256"]
+        assert meta["format"] == "qcow2"
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", meta["snapshot-time"])
+        # The operator sees the summary line of each server.
+        assert re.search(r"%s: replicated %s" % (name, result["image"]), run.stdout), run.stdout
+
+    # Progress: lines in the output, and ansible-runner events with percent < 100 before the stage ended.
+    assert re.search(r"^(web01|db01) \| convert: \d+\.\d% \(", run.stdout, re.M), run.stdout
+    assert re.search(r"^(web01|db01) \| upload: ", run.stdout, re.M), run.stdout
+    seen_running = False
+    for name in site.disks:
+        for stage in ("convert", "upload"):
+            percents, final = stage_progress(run, name, stage)
+            assert final and final["state"] == "finished" and final["percent"] == 100.0, (name, stage, final)
+            seen_running = seen_running or any(p < 100 for p in percents)
+    assert seen_running, "no progress record below 100% was seen while a stage ran"
+
+    # Nothing temporary is left: work files, snapshots, async job files, multipart uploads.
+    assert site.leftovers() == {}
+
+    # Unchanged re-run: changes nothing, uploads nothing.
+    objects = site.objects()
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    assert changed_count(run) == 0, run.stats
+    assert {name: r["status"] for name, r in summary(run).items()} == {"web01": "unchanged", "db01": "unchanged"}
+    assert site.objects() == objects
+    assert "unchanged" in run.stdout
+
+    # Check mode on the unchanged servers agrees.
+    run = site.run(check=True)
+    assert run.status == "successful", run.stdout
+    assert changed_count(run) == 0, run.stats
+    assert site.leftovers() == {}
+
+
+def test_rotation_and_retention(tmp_path, s3_rclone, disk_templates, module_runner):
+    site = make_site(tmp_path, s3_rclone, disk_templates, ["app01"], keep_last=2)
+    disk = site.disks["app01"]
+    names = []
+    for turn in range(4):
+        if turn:
+            change_disk(disk)
+        run = site.run()
+        assert run.status == "successful", run.stdout
+        result = summary(run)["app01"]
+        assert result["status"] == "replicated", result
+        if turn:
+            # The previous latest keeps its snapshot-time name; only images past keep_last=2 go.
+            assert result["previous_latest"] == names[-1]
+            assert result["pruned"] == (names[-2:-1] if turn >= 2 else [])
+        names.append(result["image"])
+        assert site.leftovers() == {}
+    assert len(set(names)) == 4
+    library = module_runner("image_info", dict(cos=s3_rclone.cos(), bucket=site.bucket, prefix="images/", server="app01"))
+    assert not library.get("failed"), library
+    assert [image["name"] for image in library["images"]] == names[-2:]
+    assert library["latest"]["name"] == names[-1]
+    keys = site.objects()
+    assert not [key for key in keys if any(old in key for old in names[:2])], keys
+
+
+def test_broken_server_fails_alone(tmp_path, s3_rclone, disk_templates):
+    site = make_site(tmp_path, s3_rclone, disk_templates, ["web01"])
+    missing = os.path.join(site.root, "disks", "gone.img")
+    site.disks["broken01"] = missing
+    run = site.run()
+    assert run.status == "failed"
+    results = summary(run)
+    assert results["web01"]["status"] == "replicated"
+    assert results["broken01"]["status"] == "failed"
+    assert missing in results["broken01"]["error"], results["broken01"]
+    assert "broken01" in (run.stats.get("failures") or {})
+    assert "web01" not in (run.stats.get("failures") or {})
+    assert re.search(r"broken01: FAILED: .*%s" % re.escape(missing), run.stdout), run.stdout
+    assert site.leftovers() == {}
+    assert [key for key in site.objects() if key.endswith(".qcow2")] == [results["web01"]["key"]]
+
+
+class Sampler:
+    """Samples every process's command line and the small files under some directories while a run goes on."""
+
+    def __init__(self, directories):
+        self.directories = directories
+        self.texts = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(0.05)
+
+    def sample(self):
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                        self.texts.add(handle.read().replace(b"\0", b" ").decode("utf-8", "replace"))
+                except OSError:
+                    pass
+        for top in self.directories:
+            for dirpath, _dirs, files in os.walk(top):
+                for name in files:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        if os.path.getsize(path) < (1 << 20):
+                            with open(path, "rb") as handle:
+                                self.texts.add(handle.read().decode("utf-8", "replace"))
+                    except OSError:
+                        pass
+
+
+def read_tree(top):
+    texts = {}
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                texts[path] = handle.read().decode("utf-8", "replace")
+    return texts
+
+
+def test_secret_never_leaks(tmp_path, s3_server, disk_templates):
+    site = make_site(tmp_path, s3_server, disk_templates, ["web01", "db01"])
+    secret = s3_server.secret_access_key
+    home_async = os.path.expanduser("~/.ansible_async")
+    with Sampler([site.work_dir, site.async_dir, site.snapshot_dir, home_async]) as sampler:
+        run = site.run(verbosity=3)
+    assert run.status == "successful", run.stdout[-5000:]
+    assert len(sampler.texts) > 10
+    assert "vmimage.replication.cos_upload" in run.stdout or "cos_upload" in run.stdout
+    assert secret not in run.stdout
+    for item in run.events:
+        assert secret not in json.dumps(item), item.get("event")
+    for path, text in read_tree(run.artifact_dir).items():
+        assert secret not in text, path
+    leaked = [text[:200] for text in sampler.texts if secret in text]
+    assert not leaked, leaked
+    assert site.leftovers() == {}
+
+
+def test_runner_records_its_environment(tmp_path):
+    """Why docs/running.md says: never pass keys in ansible-runner envvars (it writes them to artifacts/*/command)."""
+    playbook = tmp_path / "noop.yml"
+    playbook.write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
+    canary = "canary-%s" % os.getpid()
+    run = run_playbook(str(playbook), {"all": {"hosts": {}}}, envvars={"VMIMAGE_CANARY": canary}, private_dir=str(tmp_path / "pd"))
+    assert run.status == "successful", run.stdout
+    assert any(canary in text for text in read_tree(run.artifact_dir).values())
