@@ -165,7 +165,7 @@ class Catalog:
         fmt = (meta.get("format") or key.rsplit(".", 1)[-1]).lower()
         return {
             "name": _naming.image_name(self.server, parsed[0]), "key": key, "sha256": found.lower(), "snapshot_time": parsed[0],
-            "size": obj["size"], "format": fmt, "source_fingerprint": source_fingerprint or meta.get("source-fingerprint"),
+            "size": obj["size"], "format": fmt, "source_fingerprint": source_fingerprint or meta.get("source-fingerprint") or None,
         }
 
     def orphans(self, manifest):
