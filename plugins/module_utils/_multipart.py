@@ -251,5 +251,5 @@ def _failed(client, bucket, key, upload_id, progress, keep_incomplete):
     if not keep_incomplete:
         try:
             _cos.abort_upload(client, bucket, key, upload_id)
-        except Exception:  # pylint: disable=broad-except - the original failure is the one to report
-            pass
+        except Exception:  # pylint: disable=broad-except
+            pass  # the original failure is the one to report

@@ -15,7 +15,7 @@ description:
   - With O(abort=true) aborts them, which frees their parts. Use it in a cleanup play after a
     hard kill; M(vmimage.replication.cos_upload) resumes the newest upload of a key itself.
 author:
-  - vmimage.replication contributors
+  - vmimage.replication contributors (@vmimage)
 requirements:
   - ibm-cos-sdk
 extends_documentation_fragment:
@@ -26,8 +26,10 @@ attributes:
     description: Reports in RV(aborted) what it would abort, and aborts nothing.
   diff_mode:
     support: none
+    description: Returns no diff; RV(changed) and the result say what changed.
   idempotent:
     support: full
+    description: A second run finds nothing left to abort.
 options:
   bucket:
     description: Name of the bucket.

@@ -23,7 +23,7 @@ description:
   - Before anything else the bucket is looked up; a missing bucket, wrong keys, or a bucket that the
     endpoint reports in another region than O(cos.region) fail with a message naming the bucket and endpoint.
 author:
-  - vmimage.replication contributors
+  - vmimage.replication contributors (@vmimage)
 requirements:
   - ibm-cos-sdk
 extends_documentation_fragment:
@@ -35,8 +35,10 @@ attributes:
     description: Reads the file (for its sha256) and the object's metadata; reports whether it would upload or delete.
   diff_mode:
     support: none
+    description: Returns no diff; RV(changed) and the result say what changed.
   idempotent:
     support: full
+    description: A second run with the same file uploads nothing; a second delete deletes nothing.
 options:
   bucket:
     description: Name of the bucket.
