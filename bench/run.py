@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Measure the data path (convert + upload) against the naive way and the physical bounds, in one run.
 
     .venv/bin/python bench/run.py [--size 2G] [--fill 0.4] [--repeat 1] [--only naive,ours-zlib]
@@ -241,8 +240,8 @@ def summarise(results, source, args):
         if naive:
             cpu_ratio = results[name]["cpu_seconds"] / results["naive"]["cpu_seconds"]
             report["%s/naive_cpu" % name] = round(cpu_ratio, 3)
-            lines.append("%s cpu/naive cpu = %.2f (%.1f s vs %.1f s of CPU)" % (name, cpu_ratio, results[name]["cpu_seconds"],
-                                                                               results["naive"]["cpu_seconds"]))
+            cpus = (name, cpu_ratio, results[name]["cpu_seconds"], results["naive"]["cpu_seconds"])
+            lines.append("%s cpu/naive cpu = %.2f (%.1f s vs %.1f s of CPU)" % cpus)
         if bounds:
             report["%s/bound" % name] = round(ours / max(bounds), 3)
             lines.append("%s/max(bounds) = %.2f (bound %.1f s)" % (name, ours / max(bounds), max(bounds)))

@@ -19,7 +19,7 @@ description:
   - Idempotent through a sidecar file C(<dest>.vmimage.json) that records the source state and the options the
     output was made from; a block device has no cheap state identity, so it is converted on every run.
 author:
-  - vmimage.replication contributors
+  - vmimage.replication contributors (@vmimage)
 requirements:
   - qemu-img on the host that runs the task (package C(qemu-utils) on Debian/Ubuntu, C(qemu-img) on RHEL)
 extends_documentation_fragment:
@@ -30,6 +30,7 @@ attributes:
     description: Answers C(changed) as a real run would, without writing anything.
   diff_mode:
     support: none
+    description: Returns no diff; RV(changed), RV(sha256) and RV(stored_size) say what was written.
   idempotent:
     support: full
     description: With the same source state and options, a second run converts nothing.
@@ -228,8 +229,7 @@ def convert(module):
     if params["state"] == "absent":
         return _qemu.ensure_absent(params, module.check_mode)
     if not 1 <= params["coroutines"] <= 16:
-        raise ReplicationError("Failed to convert disk %s: coroutines must be between 1 and 16 (qemu-img -m), got %d"
-                                     % (params["src"], params["coroutines"]))
+        raise ReplicationError("Failed to convert disk %s: coroutines must be between 1 and 16 (qemu-img -m), got %d" % (params["src"], params["coroutines"]))
     result, warnings = _qemu.ensure_present(params, module.check_mode)
     for warning in warnings:
         module.ansible.warn(warning)
