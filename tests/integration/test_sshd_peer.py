@@ -57,7 +57,7 @@ def test_stop_ends_listener_and_open_sessions(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # the per-connection sshd child exists once the remote sleep runs
-        for _ in range(400):  # until the remote "sleep" runs under the connection's sshd
+        for _attempt in range(400):  # until the remote "sleep" runs under the connection's sshd
             if "sleep" in [_comm(pid) for pid in sshd._descendants(server.process.pid)] or session.poll() is not None:
                 break
             time.sleep(0.05)
