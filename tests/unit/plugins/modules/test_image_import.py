@@ -101,7 +101,8 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     assert [i["key"] for i in third["images"]] == [key1, key2]
 
     # an older snapshot is added but does not become the latest, and this run does not prune it
-    key_old, _sha = _upload(s3_server, bucket, qcow2_bodies[3], _when(50))
+    t_old = _when(50)
+    key_old, _sha = _upload(s3_server, bucket, qcow2_bodies[3], t_old)
     older = module_runner("image_import", _args(s3_server, bucket, key=key_old, keep_last=2))
     assert older["changed"] is True and older["latest"]["key"] == key2 and older["previous_latest"] is None
     assert [i["key"] for i in older["images"]] == [key_old, key1, key2]
@@ -110,7 +111,7 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     key3, _sha = _upload(s3_server, bucket, qcow2_bodies[4], times[3])
     fourth = module_runner("image_import", _args(s3_server, bucket, key=key3, keep_last=1, keep_days=25))
     assert fourth["latest"]["key"] == key3
-    assert fourth["pruned"] == [_naming.image_name(SERVER, _when(50)), _naming.image_name(SERVER, times[1])]
+    assert fourth["pruned"] == [_naming.image_name(SERVER, t_old), _naming.image_name(SERVER, times[1])]
     assert [i["key"] for i in fourth["images"]] == [key2, key3]
     assert _keys(s3_server, bucket) == sorted([key2, key3, "images/%s/catalog.json" % SERVER])
 
@@ -122,7 +123,10 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     latest_name = fourth["latest"]["name"]
     refused = module_runner("image_import", _args(s3_server, bucket, name=latest_name, state="absent"))
     assert refused["failed"] and "force" in refused["msg"]
-    gone = module_runner("image_import", _args(s3_server, bucket, name=_naming.image_name(SERVER, times[2]), state="absent"))
+    absent_args = _args(s3_server, bucket, name=_naming.image_name(SERVER, times[2]), state="absent")
+    assert module_runner("image_import", absent_args, check_mode=True)["changed"] is True
+    assert key2 in _keys(s3_server, bucket)
+    gone = module_runner("image_import", absent_args)
     assert_return_contract("image_import", gone)
     assert gone["changed"] is True and key2 not in _keys(s3_server, bucket)
     assert module_runner("image_import", _args(s3_server, bucket, name=_naming.image_name(SERVER, times[2]), state="absent"))["changed"] is False
