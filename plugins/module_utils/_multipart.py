@@ -67,16 +67,20 @@ def _list_parts(client, bucket, key, upload_id):
 def find_resumable(client, bucket, key, keep_incomplete=False):
     """The newest in-progress upload of exactly ``key`` with its listed parts, or (None, {}).
 
-    Older uploads of the same key are aborted (unless ``keep_incomplete``): only one can be continued.
+    Start times may be kept to the second only: of uploads started in the same second, the one with
+    most parts wins. The others are aborted (unless ``keep_incomplete``): only one can be continued.
     """
     uploads = _cos.uploads_for_key(client, bucket, key)
     if not uploads:
         return None, {}
-    newest = uploads[-1]
+    for upload in uploads:
+        upload["parts"] = _list_parts(client, bucket, key, upload["upload_id"])
+    newest = max(uploads, key=lambda upload: (upload["initiated"] is not None, upload["initiated"], len(upload["parts"])))
     if not keep_incomplete:
-        for stale in uploads[:-1]:
-            _cos.abort_upload(client, bucket, key, stale["upload_id"])
-    return newest["upload_id"], _list_parts(client, bucket, key, newest["upload_id"])
+        for stale in uploads:
+            if stale is not newest:
+                _cos.abort_upload(client, bucket, key, stale["upload_id"])
+    return newest["upload_id"], newest["parts"]
 
 
 def reusable_parts(fd, path, size, part_size, listed):

@@ -66,7 +66,9 @@ options:
     type: int
     default: 64
   concurrency:
-    description: Number of parts sent at the same time.
+    description:
+      - Number of parts sent at the same time. Each part in flight is held in memory, so the upload
+        needs about O(part_size_mb) times O(concurrency) MiB.
     type: int
     default: 4
   metadata:
