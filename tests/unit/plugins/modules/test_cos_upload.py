@@ -143,7 +143,8 @@ with open(os.environ["VMI_ARGS"]) as handle:
 def test_killed_upload_resumes(s3_server, bucket, module_runner, tmp_path):
     src = make_file(tmp_path / "big.qcow2", 60)
     key = "images/web04/big.qcow2"
-    module_args = args(s3_server, bucket, key, src, part_size_mb=5, concurrency=1)
+    progress = tmp_path / "upload.progress"
+    module_args = args(s3_server, bucket, key, src, part_size_mb=5, concurrency=1, progress_file=str(progress))
     args_file = tmp_path / "args.json"
     fd = os.open(str(args_file), os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -165,6 +166,8 @@ def test_killed_upload_resumes(s3_server, bucket, module_runner, tmp_path):
             time.sleep(0.05)
         assert process.poll() is None, process.communicate()
         assert listed >= 2, "the upload never stored two parts"
+        record = _progress.read(str(progress))
+        assert record["stage"] == "upload" and record["state"] == "running" and record["total"] == 60 * MIB, record
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate()
