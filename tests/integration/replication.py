@@ -40,7 +40,7 @@ class Site:
     bucket: str
     disks: dict
     keep_last: int = 7
-    poll_wait: float = 0.2
+    poll_wait: float = 1.0
 
     @property
     def work_dir(self):

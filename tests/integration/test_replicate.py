@@ -241,6 +241,7 @@ def test_runner_records_its_environment(tmp_path):
     playbook = tmp_path / "noop.yml"
     playbook.write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
     canary = "canary-%s" % os.getpid()
+    (tmp_path / "pd").mkdir()
     run = run_playbook(str(playbook), {"all": {"hosts": {}}}, envvars={"VMIMAGE_CANARY": canary}, private_dir=str(tmp_path / "pd"))
     assert run.status == "successful", run.stdout
     assert any(canary in text for text in read_tree(run.artifact_dir).values())
