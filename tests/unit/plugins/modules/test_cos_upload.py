@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
+from tests.peers.ports import free_port
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _progress
 from tests.contract import assert_return_contract
 
@@ -215,3 +216,13 @@ def test_bad_metadata_key_is_refused(s3_server, bucket, module_runner, tmp_path)
     result = module_runner("cos_upload", args(s3_server, bucket, "k/m.img", src, metadata={"source server": "x"}))
     assert result.get("failed") and "source server" in result["msg"] and "lower-case" in result["msg"], result
     assert _cos.head(s3_server.client(), bucket, "k/m.img") is None
+
+
+def test_api_key_without_reachable_iam_fails_clearly(s3_server, bucket, module_runner, tmp_path):
+    """The IAM API-key path: no IAM token endpoint runs here, so only its failure is tested (nothing listens on the port)."""
+    api_key = "ibmApiKeyS3cretValue0123456789abcdef"
+    iam = "http://127.0.0.1:%d/identity/token" % free_port()
+    cos = dict(endpoint=s3_server.endpoint, region=s3_server.region, api_key=api_key, service_instance_id="crn:v1:test", iam_endpoint=iam)
+    result = module_runner("cos_upload", dict(cos=cos, bucket=bucket, key="k/i.img", src=make_file(tmp_path / "i.img", 1)))
+    assert result.get("failed") and result["msg"].startswith("Failed to reach bucket %s at %s: no IAM token from %s" % (bucket, s3_server.endpoint, iam))
+    assert "cos.api_key" in result["msg"] and api_key not in json.dumps(result)
