@@ -178,7 +178,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2G")
     parser.add_argument("--fill", type=float, default=0.4)
-    parser.add_argument("--repeat", type=int, default=1, help="run naive and ours this many times, alternating; keep the fastest")
+    parser.add_argument("--repeat", type=int, default=1, help="run every stage this many times, in turns; keep the fastest of each")
     parser.add_argument("--only", default=",".join(STAGES))
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--ctx", help=argparse.SUPPRESS)
@@ -197,10 +197,8 @@ def main(argv=None):
         ctx = dict(source=source, workdir=workdir, endpoint=server.endpoint, bucket=bucket, blob=os.path.join(workdir, "blob"))
         wanted = [s for s in STAGES if s in args.only.split(",")]
         results = {}
-        for round_number in range(args.repeat):
+        for _round in range(args.repeat):
             for name in wanted:
-                if name.startswith("bound-") and round_number:
-                    continue
                 value = child(name, ctx)
                 print("%-15s %7.2f s  %s" % (name, value["seconds"], _brief(value)), flush=True)
                 if name not in results or value["seconds"] < results[name]["seconds"]:

@@ -162,6 +162,43 @@ def test_cache_falls_back_where_o_direct_is_missing(module_runner, disk, tmp_pat
     assert same_content(disk, "raw", str(tmp_path / "o.qcow2"), "qcow2")
 
 
+@pytest.fixture
+def loop_device():
+    """Attach files as loop block devices (root only); detached afterwards."""
+    attached = []
+
+    def attach(path):
+        out = subprocess.run(["losetup", "-f", "--show", "-r", path], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            pytest.skip("no loop devices here: %s" % out.stderr.strip())
+        attached.append(out.stdout.strip())
+        return attached[-1]
+
+    yield attach
+    for device in attached:
+        subprocess.run(["losetup", "-d", device], check=True)
+
+
+def test_block_device_is_raw_and_always_converted(module_runner, disk, tmp_path, loop_device):
+    device = loop_device(disk)
+    dest = str(tmp_path / "dev.qcow2")
+    first = convert(module_runner, device, dest)
+    assert first["changed"] and first["src_format"] == "raw" and first["virtual_size"] == os.path.getsize(disk)
+    assert same_content(disk, "raw", dest, "qcow2")
+    # no cheap identity for a block device's content: every run converts (check mode says so too)
+    assert convert(module_runner, device, dest, check_mode=True)["changed"] is True
+    assert convert(module_runner, device, dest)["changed"] is True
+
+
+def test_block_device_holding_a_qcow2_header_is_not_probed(module_runner, disk, tmp_path, loop_device):
+    """A guest controls its disk's bytes: a qcow2 header there must not make qemu-img follow it."""
+    inner = str(tmp_path / "inner.qcow2")
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", disk, inner], check=True)
+    device = loop_device(inner)
+    result = convert(module_runner, device, str(tmp_path / "o.qcow2"))
+    assert result["src_format"] == "raw" and result["virtual_size"] == os.path.getsize(inner)
+
+
 def test_direct_io_probe_leaves_nothing(tmp_path):
     assert _qemu.direct_io_supported(str(tmp_path)) in (True, False)
     assert os.listdir(tmp_path) == []
