@@ -26,9 +26,13 @@ except ImportError:  # pragma: no cover - exercised only where the SDK is missin
 CREATED_BY = "vmimage.replication"
 
 
-def connect(cos):
-    """An S3 client for the ``cos`` option dict (HMAC keys or IAM API key)."""
+def connect(cos, max_pool_connections=10):
+    """An S3 client for the ``cos`` option dict (HMAC keys or IAM API key).
+
+    ``max_pool_connections`` bounds the HTTP connections the client keeps: at least the number of threads using it.
+    """
     retries = {"max_attempts": 8, "mode": "standard"}
+    pool = max(10, int(max_pool_connections))
     verify = cos.get("ca_bundle") or cos.get("validate_certs", True)
     if cos.get("api_key"):
         return ibm_boto3.client(
@@ -39,7 +43,7 @@ def connect(cos):
             endpoint_url=cos["endpoint"],
             region_name=cos.get("region"),
             verify=verify,
-            config=Config(signature_version="oauth", retries=retries, s3={"addressing_style": "path"}),
+            config=Config(signature_version="oauth", retries=retries, s3={"addressing_style": "path"}, max_pool_connections=pool),
         )
     return ibm_boto3.client(
         "s3",
@@ -48,7 +52,7 @@ def connect(cos):
         endpoint_url=cos["endpoint"],
         region_name=cos.get("region") or "us-east-1",
         verify=verify,
-        config=Config(signature_version="s3v4", retries=retries, s3={"addressing_style": "path"}),
+        config=Config(signature_version="s3v4", retries=retries, s3={"addressing_style": "path"}, max_pool_connections=pool),
     )
 
 

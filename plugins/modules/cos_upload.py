@@ -266,7 +266,7 @@ def run(module):
         raise ReplicationError("Failed to upload to s3://%s/%s: src is required when state is present" % (bucket, key))
     action = "upload" if params["state"] == "present" else "delete"
     try:
-        client = _cos.connect(cos)
+        client = _cos.connect(cos, max_pool_connections=params["concurrency"] + 2)
         _cos.check_bucket(client, cos, bucket)
         result = _present(module, client, cos, bucket, key) if params["state"] == "present" else _absent(module, client, bucket, key)
     except ReplicationError as exc:
