@@ -108,10 +108,8 @@ def check_bucket(client, cos, bucket):
     """
     try:
         location = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-    except ClientError as exc:
-        raise ReplicationError(explain(exc, "reach", cos, bucket), bucket=bucket, endpoint=cos.get("endpoint"), code=error_code(exc))
-    except (BotoCoreError, OSError, RuntimeError) as exc:
-        if cos.get("api_key") and cos.get("endpoint") not in str(exc):
+    except (ClientError, BotoCoreError, OSError, RuntimeError) as exc:
+        if cos.get("api_key") and error_code(exc) is None and cos.get("endpoint") not in str(exc):
             # The request never reached the endpoint: the IAM token exchange failed.
             raise ReplicationError(
                 "Failed to reach bucket %s at %s: no IAM token from %s (%s); check cos.api_key and cos.iam_endpoint"
