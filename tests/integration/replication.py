@@ -41,6 +41,7 @@ class Site:
     disks: dict
     keep_last: int = 7
     poll_wait: float = 1.0
+    extra: dict = dataclasses.field(default_factory=dict)
 
     @property
     def work_dir(self):
@@ -78,6 +79,7 @@ class Site:
             replication_cos=dict(endpoint=self.s3.endpoint, region=self.s3.region),
             replication_cos_file=self.cos_file,
         )
+        group_vars.update(self.extra)
         group_vars.update(extra_vars)
         return {"servers": {"hosts": hosts, "vars": group_vars}}
 

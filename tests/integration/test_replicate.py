@@ -20,10 +20,16 @@ JOB_PROGRESS = "vmimage.replication.job_progress"
 def disk_templates(tmp_path_factory):
     """Two different small real ext4 disks, built once; each test works on copies."""
     base = tmp_path_factory.mktemp("disks")
-    first = build_disk(str(base / "a.img"))
-    second = build_disk(str(base / "b.img"), fill=0.3)
+    first = build_disk(str(base / "a.img"), size="96M", fill=0.5)
+    second = build_disk(str(base / "b.img"), size="64M", fill=0.3)
     change_disk(second)
     return [first, second]
+
+
+@pytest.fixture(scope="session")
+def big_disk(tmp_path_factory):
+    """A larger disk whose conversion and upload last several progress polls."""
+    return build_disk(str(tmp_path_factory.mktemp("big") / "big.img"), size="224M", fill=0.6)
 
 
 def sha256_of(path):
@@ -55,8 +61,11 @@ def stage_progress(run, host, stage):
     return percents, final
 
 
-def test_replicate_two_servers(tmp_path, s3_server, disk_templates):
-    site = make_site(tmp_path, s3_server, disk_templates, ["web01", "db01"])
+def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk):
+    # Short polls, one conversion coroutine and small parts, so that the stages last several polls
+    # and report progress while they run (each poll returns at once when its stage ends).
+    site = make_site(tmp_path, s3_server, [big_disk, disk_templates[1]], ["web01", "db01"], poll_wait=0.3,
+                     extra=dict(replication_coroutines=1, replication_part_size_mb=5, replication_concurrency=1))
 
     # Check mode first: says what would happen, creates nothing, uses no async job.
     run = site.run(check=True)
@@ -123,7 +132,7 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates):
 
 
 def test_rotation_and_retention(tmp_path, s3_rclone, disk_templates, module_runner):
-    site = make_site(tmp_path, s3_rclone, disk_templates, ["app01"], keep_last=2)
+    site = make_site(tmp_path, s3_rclone, disk_templates[1:], ["app01"], keep_last=2)
     disk = site.disks["app01"]
     names = []
     for turn in range(4):
