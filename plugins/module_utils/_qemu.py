@@ -11,6 +11,7 @@ source and options converts nothing. Stdlib only; no Ansible imports.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -178,19 +179,31 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
+@contextlib.contextmanager
+def terminate_as_error(what):
+    """Turn SIGTERM (an async timeout, a cancelled job) into a ReplicationError, so cleanup runs and the task fails cleanly."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except _Terminated:
+        raise ReplicationError("Failed to %s: interrupted by SIGTERM (a timeout or a cancelled job); run the task again" % what) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_convert(args, virtual_size, progress):
     """Run ``qemu-img convert -p``, feeding its percentages into ``progress`` (bytes = percent * virtual size)."""
     proc = subprocess.Popen([qemu_img()] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
     reader.start()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)  # async kill: stop qemu-img, clean up
     try:
         rest = b""
         while True:
-            chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+            chunk = proc.stdout.read1(4096)
             if not chunk:
                 break
             percent, rest = parse_progress(rest + chunk)
@@ -202,8 +215,6 @@ def run_convert(args, virtual_size, progress):
         proc.wait()
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         reader.join(5)
     if proc.returncode != 0:
         raise ReplicationError("Failed to convert disk %s: %s" % (args[-2], _stderr(b"".join(errors)) or "qemu-img exited with %d" % proc.returncode),
@@ -296,15 +307,16 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
     progress = ProgressFile(params.get("progress_file"), "convert", virtual_size)
     progress.update(0, force=True)
     try:
-        args = convert_command(src, src_format, partial, params["format"], params["compress"], params["compression_type"],
-                               params["coroutines"], params["out_of_order"], cache)
-        run_convert(args, virtual_size, progress)
-        if cache != "none":
-            _files.fsync_path(partial)
-        verified = verify_output(partial, params["format"], src, src_format, params["verify"])
-        digest = _files.sha256_file(partial) if params.get("checksum", True) else None
-        os.replace(partial, dest)
-        _files.fsync_path(directory)
+        with terminate_as_error("convert disk %s" % src):
+            args = convert_command(src, src_format, partial, params["format"], params["compress"], params["compression_type"],
+                                   params["coroutines"], params["out_of_order"], cache)
+            run_convert(args, virtual_size, progress)
+            if cache != "none":
+                _files.fsync_path(partial)
+            verified = verify_output(partial, params["format"], src, src_format, params["verify"])
+            digest = _files.sha256_file(partial) if params.get("checksum", True) else None
+            os.replace(partial, dest)
+            _files.fsync_path(directory)
     except BaseException:
         _files.remove(partial)
         progress.finish("failed")

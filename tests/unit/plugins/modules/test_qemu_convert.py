@@ -294,11 +294,13 @@ def test_killed_conversion_leaves_no_partial(tmp_path):
             assert child.poll() is None, "conversion ended before it could be interrupted"
             time.sleep(0.05)
         child.send_signal(signal.SIGTERM)
-        child.wait(timeout=60)
+        out, _err = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["failed"] and "Failed to convert disk %s: interrupted by SIGTERM" % disk in result["msg"]
     assert not os.path.exists(dest + ".partial") and not os.path.exists(dest)
     assert _progress.read(progress)["state"] == "failed"
     leftover = subprocess.run(["pgrep", "-f", "qemu-img convert.*%s" % dest], capture_output=True, check=False)
