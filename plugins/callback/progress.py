@@ -9,6 +9,8 @@ name: progress
 type: notification
 short_description: Print the progress of long replication stages as they are polled
 version_added: 0.1.0
+author:
+  - vmimage.replication contributors (@vmimage)
 description:
   - Prints one line per poll of M(vmimage.replication.job_progress) (each C(until) retry, and the
     final result) with the server, the stage, the percent done, the bytes and the rate.

@@ -20,15 +20,17 @@ description:
   - Never changes anything. Use M(ansible.builtin.async_status) afterwards to collect the job's
     result and to remove its job file.
 author:
-  - vmimage.replication contributors
+  - vmimage.replication contributors (@vmimage)
 attributes:
   check_mode:
     support: full
     description: Only reads files; it returns the same answer in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is no difference to show.
   idempotent:
     support: full
+    description: Polling changes nothing; RV(changed) is always false.
 options:
   jid:
     description:
