@@ -14,6 +14,7 @@ import uuid
 from tests.peers.runner import ROOT, run_playbook
 
 PLAYBOOK = os.path.join(ROOT, "playbooks", "replicate.yml")
+CLEANUP = os.path.join(ROOT, "playbooks", "cleanup.yml")
 SAMPLE_DISK = os.path.join(ROOT, "hack", "sample_disk.py")
 
 
@@ -84,12 +85,15 @@ class Site:
         return {"servers": {"hosts": hosts, "vars": group_vars}}
 
     def run(self, check=False, verbosity=0, extravars=None, **extra_vars):
+        return self.run_playbook(PLAYBOOK, check=check, verbosity=verbosity, extravars=extravars, **extra_vars)
+
+    def run_playbook(self, playbook, check=False, verbosity=0, extravars=None, **extra_vars):
         self.write_cos_file()
         private_dir = os.path.join(self.root, "runner-%s" % uuid.uuid4().hex[:8])
         os.makedirs(private_dir)
         try:
             return run_playbook(
-                PLAYBOOK,
+                playbook,
                 self.inventory(**extra_vars),
                 extravars=extravars,
                 envvars={"ANSIBLE_ASYNC_DIR": self.async_dir},

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from tests.integration.replication import build_disk, change_disk, changed_count, make_site, qemu_compare, summary
+from tests.harness import run_module
+from tests.integration.replication import CLEANUP, build_disk, change_disk, changed_count, make_site, qemu_compare, summary
 from tests.peers.runner import run_playbook
 
 JOB_PROGRESS = "vmimage.replication.job_progress"
@@ -254,3 +255,31 @@ def test_runner_records_its_environment(tmp_path):
     run = run_playbook(str(playbook), {"all": {"hosts": {}}}, envvars={"VMIMAGE_CANARY": canary}, private_dir=str(tmp_path / "pd"))
     assert run.status == "successful", run.stdout
     assert any(canary in text for text in read_tree(run.artifact_dir).values())
+
+
+def module_snapshot(site):
+    result = run_module("snapshot", dict(provider="local", volume=site.disks["web01"], server="web01", snapshot_dir=site.snapshot_dir))
+    assert not result.get("failed"), result
+    return result["snapshot"]
+
+
+def test_cleanup_playbook_removes_leftovers(tmp_path, s3_rclone, disk_templates):
+    """What a hard kill leaves (an open multipart upload, a run directory, a snapshot) goes with cleanup.yml."""
+    site = make_site(tmp_path, s3_rclone, disk_templates[1:], ["web01"])
+    client = s3_rclone.client()
+    key = "images/web01/web01-20260101-000000.qcow2"
+    client.create_multipart_upload(Bucket=site.bucket, Key=key, Metadata={"created-by": "vmimage.replication"})
+    other = client.create_multipart_upload(Bucket=site.bucket, Key="elsewhere/file.bin")
+    run_dir = os.path.join(site.work_dir, "web01-20260101-000000")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "web01-20260101-000000.qcow2.partial"), "wb") as handle:
+        handle.write(b"\0" * 4096)
+    snapshot = module_snapshot(site)
+    assert os.listdir(site.snapshot_dir)
+
+    run = site.run_playbook(CLEANUP, extravars={"replication_cleanup_older_than": 0})
+    assert run.status == "successful", run.stdout
+    assert not os.path.exists(run_dir)
+    assert not [name for name in os.listdir(site.snapshot_dir) if snapshot["name"] in name]
+    assert [upload["Key"] for upload in site.multipart_uploads()] == ["elsewhere/file.bin"]
+    client.abort_multipart_upload(Bucket=site.bucket, Key="elsewhere/file.bin", UploadId=other["UploadId"])
