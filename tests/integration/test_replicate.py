@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import threading
 
 import pytest
@@ -162,12 +163,20 @@ def test_broken_server_fails_alone(tmp_path, s3_rclone, disk_templates):
     site = make_site(tmp_path, s3_rclone, disk_templates, ["web01"])
     missing = os.path.join(site.root, "disks", "gone.img")
     site.disks["broken01"] = missing
+    # A damaged qcow2: the snapshot copies it, the conversion (an async job) fails on it.
+    corrupt = os.path.join(site.root, "disks", "corrupt.img")
+    with open(corrupt, "wb") as handle:
+        handle.write(b"QFI\xfb" + struct.pack(">I", 3) + b"\xff" * 64 + b"\0" * (1 << 20))
+    site.disks["corrupt01"] = corrupt
     run = site.run()
     assert run.status == "failed"
     results = summary(run)
     assert results["web01"]["status"] == "replicated"
     assert results["broken01"]["status"] == "failed"
     assert missing in results["broken01"]["error"], results["broken01"]
+    assert results["corrupt01"]["status"] == "failed"
+    assert results["corrupt01"]["error"].startswith("Failed to "), results["corrupt01"]
+    assert "corrupt01" in (run.stats.get("failures") or {})
     assert "broken01" in (run.stats.get("failures") or {})
     assert "web01" not in (run.stats.get("failures") or {})
     assert re.search(r"broken01: FAILED: .*%s" % re.escape(missing), run.stdout), run.stdout
