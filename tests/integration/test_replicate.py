@@ -243,7 +243,9 @@ def test_secret_never_leaks(tmp_path, s3_server, disk_templates):
     with Sampler([site.work_dir, site.async_dir, site.snapshot_dir, home_async]) as sampler:
         run = site.run(verbosity=3)
     assert run.status == "successful", run.stdout[-5000:]
-    assert len(sampler.texts) > 10
+    # The sampler did see the run: module processes and the progress files written while stages ran.
+    assert any("ansible" in text and "AnsiballZ" in text for text in sampler.texts)
+    assert any('"stage": "convert"' in text for text in sampler.texts)
     assert "vmimage.replication.cos_upload" in run.stdout or "cos_upload" in run.stdout
     assert secret not in run.stdout
     for item in run.events:
