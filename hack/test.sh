@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# The test command: sanity, lint, unit, integration (or the one stage named).
-set -euo pipefail
+# The test command: sanity, lint, unit, integration (or only the stages named).
+# Every stage runs; the command fails at the end if any stage failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/.venv/bin:$PATH"
-export ANSIBLE_COLLECTIONS_PATH="$PWD/.build/collections"
-stages=("${@:-sanity lint unit integration}")
-# shellcheck disable=SC2206
-stages=(${stages[*]})
+root=$PWD
+export PATH="$root/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
 staged=.build/collections/ansible_collections/vmimage/replication
+if [ "$#" -gt 0 ]; then stages=("$@"); else stages=(sanity lint unit integration); fi
 
-for stage in "${stages[@]}"; do
-  echo "=== $stage"
-  case "$stage" in
+run_stage() {
+  case "$1" in
     sanity)
-      (cd "$staged" && "$OLDPWD/.build/venv-sanity/bin/ansible-test" sanity --local --requirements --python 3.11 --color no)
+      (cd "$staged" && "$root/.build/venv-sanity/bin/ansible-test" sanity --local --requirements --python 3.11 --color no)
       ;;
     lint)
       (cd "$staged" && ansible-lint --profile production --offline --nocolor)
@@ -24,6 +23,19 @@ for stage in "${stages[@]}"; do
     integration)
       python -m pytest -q -p no:cacheprovider tests/integration
       ;;
-    *) echo "unknown stage $stage" >&2; exit 2 ;;
+    *) echo "unknown stage $1" >&2; return 2 ;;
   esac
+}
+
+failed=()
+for stage in "${stages[@]}"; do
+  echo "=== $stage"
+  start=$SECONDS
+  run_stage "$stage" || failed+=("$stage")
+  echo "=== $stage took $((SECONDS - start)) s"
 done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED stages: ${failed[*]}"
+  exit 1
+fi
+echo "all stages passed: ${stages[*]}"
