@@ -2,7 +2,7 @@
 # The test command: sanity, lint, unit, integration (or only the stages named).
 # Every stage runs; the command fails at the end if any stage failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 root=$PWD
 export PATH="$root/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
