@@ -150,6 +150,21 @@ def direct_io_supported(directory):
     return True
 
 
+def resolve_cache(cache, fmt, compress):
+    """The output cache mode for ``cache`` (``auto`` or an explicit qemu-img mode).
+
+    ``auto`` bypasses the page cache (``none``, O_DIRECT) where the writes are
+    cluster-aligned, and uses ``writeback`` for compressed QCOW2: compressed
+    clusters are packed at unaligned offsets, which O_DIRECT turns into
+    read-modify-write of whole sectors (measured on a 2 GiB disk: 14.7 s against
+    12.4 s). Either way the output is flushed with fsync before the module
+    returns, so the data is on disk when it says so.
+    """
+    if cache in (None, "", "auto"):
+        return "writeback" if fmt == "qcow2" and compress else "none"
+    return cache
+
+
 def convert_command(src, src_format, partial, fmt, compress, compression_type, coroutines, out_of_order, cache):
     """The qemu-img convert argument list (without the program)."""
     args = ["convert", "-p", "-f", src_format, "-O", fmt, "-t", cache, "-m", str(coroutines)]
@@ -289,7 +304,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
                        compression_ratio=recorded["compression_ratio"], sha256=recorded["sha256"],
                        verified=recorded["verified"], cache=recorded["cache"]), []
     warnings = []
-    cache = params.get("cache") or "none"
+    cache = resolve_cache(params.get("cache"), params["format"], params["compress"])
     if cache == "none" and not check_mode and not direct_io_supported(directory):
         cache = "writeback"
         warnings.append("The file system of %s does not support O_DIRECT; converted with cache=writeback and flushed "

@@ -115,7 +115,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _cos
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
-SPEC = dict(
+OPTIONS = dict(
     bucket=dict(type="str", required=True),
     prefix=dict(type="str", default=""),
     older_than=dict(type="int", default=86400),
@@ -152,7 +152,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(SPEC, groups=("cos",)).run(run)
+    ReplicationModule(OPTIONS, groups=("cos",)).run(run)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ options:
       - Size of each part of a multipart upload, in MiB. S3 needs at least 5. It is raised when the
         file would need more than 10,000 parts, and an upload that is resumed keeps its own part size.
     type: int
-    default: 64
+    default: 16
   concurrency:
     description:
       - Number of parts sent at the same time. Each part in flight is held in memory, so the upload
@@ -211,12 +211,12 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
 
-SPEC = dict(
+OPTIONS = dict(
     bucket=dict(type="str", required=True),
     key=dict(type="str", required=True, no_log=False),
     src=dict(type="path"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    part_size_mb=dict(type="int", default=64),
+    part_size_mb=dict(type="int", default=16),
     concurrency=dict(type="int", default=4),
     metadata=dict(type="dict", default={}),
     sha256=dict(type="str"),
@@ -285,7 +285,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(SPEC, groups=("cos", "progress")).run(run)
+    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(run)
 
 
 if __name__ == "__main__":

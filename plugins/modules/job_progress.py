@@ -129,7 +129,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._jobs import p
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 from ansible.module_utils.basic import env_fallback
 
-ARGUMENT_SPEC = dict(
+OPTIONS = dict(
     jid=dict(type="str", required=True),
     progress_file=dict(type="path"),
     async_dir=dict(type="path", default="~/.ansible_async", fallback=(env_fallback, ["ANSIBLE_ASYNC_DIR"])),
@@ -143,7 +143,7 @@ def _run(module):
 
 
 def main():
-    ReplicationModule(ARGUMENT_SPEC).run(_run)
+    ReplicationModule(OPTIONS).run(_run)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,12 @@ def test_source_info_detects_and_rejects(tmp_path):
     assert _qemu.source_info(src) == ("qcow2", 16 << 20)
     with pytest.raises(ReplicationError, match="unknown src_format 'nope'"):
         _qemu.source_info(src, "nope")
+
+
+def test_resolve_cache():
+    assert _qemu.resolve_cache("auto", "qcow2", True) == "writeback"
+    assert _qemu.resolve_cache(None, "qcow2", True) == "writeback"
+    assert _qemu.resolve_cache("auto", "qcow2", False) == "none"
+    assert _qemu.resolve_cache("auto", "raw", True) == "none"
+    assert _qemu.resolve_cache("none", "qcow2", True) == "none"
+    assert _qemu.resolve_cache("unsafe", "raw", False) == "unsafe"

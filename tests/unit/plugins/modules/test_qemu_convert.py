@@ -31,6 +31,12 @@ def same_content(src, src_fmt, dest, dest_fmt):
     return subprocess.run(["qemu-img", "compare", "-f", src_fmt, "-F", dest_fmt, src, dest], capture_output=True, check=False).returncode == 0
 
 
+def test_auto_cache_bypasses_the_page_cache_for_aligned_writes(module_runner, disk, tmp_path):
+    result = convert(module_runner, disk, str(tmp_path / "o.qcow2"), compress=False)
+    assert result["changed"] and result["cache"] == "none"
+    assert same_content(disk, "raw", str(tmp_path / "o.qcow2"), "qcow2")
+
+
 @pytest.fixture(scope="module")
 def master_disk(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("disk") / "master.img")
@@ -67,7 +73,8 @@ def test_default_conversion_is_compressed_qcow2_equal_to_source(module_runner, d
     assert result["sha256"] == hashlib.sha256(Path(dest).read_bytes()).hexdigest()
     assert result["stored_size"] == os.path.getsize(dest) < result["virtual_size"] == os.path.getsize(disk)
     assert result["compression_ratio"] > 1
-    assert result["verified"] == "check" and result["cache"] == "none" and result["src_format"] == "raw"
+    # auto: compressed QCOW2 is written through the page cache and flushed with fsync
+    assert result["verified"] == "check" and result["cache"] == "writeback" and result["src_format"] == "raw"
     assert sorted(os.listdir(os.path.dirname(dest))) == ["web01.qcow2", "web01.qcow2.vmimage.json"]
     record = _progress.read(progress)
     assert record["state"] == "finished" and record["done"] == record["total"] == result["virtual_size"]
@@ -156,7 +163,7 @@ def test_stale_partial_is_replaced(module_runner, disk, tmp_path):
 def test_cache_falls_back_where_o_direct_is_missing(module_runner, disk, tmp_path, monkeypatch):
     # This kernel's tmpfs accepts O_DIRECT, so the probe's answer is replaced; the fallback path itself is real.
     monkeypatch.setattr(_qemu, "direct_io_supported", lambda directory: False)
-    result = convert(module_runner, disk, str(tmp_path / "o.qcow2"))
+    result = convert(module_runner, disk, str(tmp_path / "o.qcow2"), cache="none")
     assert result["changed"] and result["cache"] == "writeback"
     assert "does not support O_DIRECT" in json.dumps(result["warnings"])  # 2.19 returns structured warnings
     assert same_content(disk, "raw", str(tmp_path / "o.qcow2"), "qcow2")
