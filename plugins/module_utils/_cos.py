@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 import traceback
 
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._naming import CREATED_BY
 
 try:
     import ibm_boto3
@@ -23,7 +23,6 @@ except ImportError:  # pragma: no cover - exercised only where the SDK is missin
     BotoCoreError = ClientError = Exception
     IMPORT_ERROR = traceback.format_exc()
 
-CREATED_BY = "vmimage.replication"
 
 
 def connect(cos, max_pool_connections=10):
@@ -91,7 +90,6 @@ def explain(exc, action, cos, bucket, key=None):
 
 _COS_LOCATION_SUFFIX = re.compile(r"-(standard|vault|cold|flex|smart|onerate[_-]active)$")
 METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-READ_BUFFER = 4 * 1024 * 1024
 
 
 def bucket_region(location):
@@ -193,19 +191,6 @@ def delete_object(client, bucket, key):
         return False
     client.delete_object(Bucket=bucket, Key=key)
     return True
-
-
-def file_sha256(path, buffer_size=READ_BUFFER):
-    """Hex sha256 of a file, read once in large buffers."""
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        view = memoryview(bytearray(buffer_size))
-        while True:
-            count = handle.readinto(view)
-            if not count:
-                break
-            digest.update(view[:count])
-    return digest.hexdigest()
 
 
 def object_metadata(metadata, sha256):

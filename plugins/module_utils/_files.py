@@ -83,11 +83,12 @@ def read_json(path):
     return value if isinstance(value, dict) else None
 
 
-def write_json(path, value):
-    """Replace ``path`` atomically with ``value`` as JSON."""
+def write_json(path, value, durable=True):
+    """Replace ``path`` atomically with ``value`` as JSON; ``durable`` also flushes it to disk first."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as handle:
         json.dump(value, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)

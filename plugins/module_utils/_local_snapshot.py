@@ -21,7 +21,7 @@ import shutil
 import stat
 import subprocess
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _naming
+from ansible_collections.vmimage.replication.plugins.module_utils import _files, _naming
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 FICLONE = 0x40049409
@@ -29,14 +29,6 @@ BLOCK = 1024 * 1024
 PAGE = 4096
 SIDECAR = ".snapshot.json"
 _NO_REFLINK = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EBADF)
-
-
-def fingerprint(path):
-    """A cheap identity of a volume's state: ``size:mtime_ns:inode`` for files, None for block devices."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return "%d:%d:%d" % (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def inspect_volume(volume):
@@ -164,21 +156,6 @@ def copy_volume(src, dst, size, reflink=True, on_chunk=None):
     return method
 
 
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _write_json(path, data):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def sidecar_path(snapshot_dir, name):
     return os.path.join(snapshot_dir, name + SIDECAR)
 
@@ -260,7 +237,7 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
     except ValueError as exc:
         raise ReplicationError("Failed to snapshot volume %s: %s; set the server option" % (volume, exc)) from None
     _check_dir(snapshot_dir, create=not check_mode)
-    current = fingerprint(volume)
+    current = _files.fingerprint(volume)
     if name:
         existing = load(snapshot_dir, name)
         if existing is not None and os.path.exists(existing.get("path", "")):
@@ -287,10 +264,10 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
     tmp = os.path.join(snapshot_dir, ".%s.partial-%d" % (name, os.getpid()))
     try:
         for attempt in range(attempts):
-            _remove(tmp)
-            before = fingerprint(volume)
+            _files.remove(tmp)
+            before = _files.fingerprint(volume)
             record["method"] = copy_volume(volume, tmp, size, reflink=reflink, on_chunk=on_chunk)
-            after = fingerprint(volume)
+            after = _files.fingerprint(volume)
             if before == after:
                 break
             if attempt + 1 == attempts:
@@ -303,13 +280,13 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
             record["size"] = size
         record["fingerprint"] = after
         os.replace(tmp, path)
-        _write_json(sidecar_path(snapshot_dir, name), record)
+        _files.write_json(sidecar_path(snapshot_dir, name), record)
     except OSError as exc:
-        _remove(path)
+        _files.remove(path)
         raise ReplicationError("Failed to write snapshot %s of volume %s in %s: %s; check the space and permissions of snapshot_dir"
                                % (name, volume, snapshot_dir, exc.strerror or exc), volume=volume) from None
     finally:
-        _remove(tmp)
+        _files.remove(tmp)
     return record, True
 
 
@@ -319,8 +296,8 @@ def remove(snapshot_dir, name, check_mode=False):
     if record is None:
         return None, False
     if not check_mode:
-        _remove(record["path"])
-        _remove(sidecar_path(snapshot_dir, name))
+        _files.remove(record["path"])
+        _files.remove(sidecar_path(snapshot_dir, name))
     return record, True
 
 
@@ -355,7 +332,7 @@ def restore(snapshot_dir, name, volume=None, check_mode=False):
     exists = os.path.exists(volume)
     if exists:
         kind, size = inspect_volume(volume)
-        current = fingerprint(volume)
+        current = _files.fingerprint(volume)
         if current is not None and current in (record.get("fingerprint"), record.get("restored-fingerprint")):
             return record, False
         if size == record["size"] and _same_content(volume, record["path"], size):
@@ -374,7 +351,7 @@ def restore(snapshot_dir, name, volume=None, check_mode=False):
         return record, True
     tmp = os.path.join(os.path.dirname(os.path.abspath(volume)), ".%s.restore-%d" % (os.path.basename(volume), os.getpid()))
     try:
-        _remove(tmp)
+        _files.remove(tmp)
         copy_volume(record["path"], tmp, record["size"])
         if exists:
             st = os.stat(volume)
@@ -383,7 +360,7 @@ def restore(snapshot_dir, name, volume=None, check_mode=False):
                 os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, volume)
     finally:
-        _remove(tmp)
-    record["restored-fingerprint"] = fingerprint(volume)
-    _write_json(sidecar_path(snapshot_dir, name), record)
+        _files.remove(tmp)
+    record["restored-fingerprint"] = _files.fingerprint(volume)
+    _files.write_json(sidecar_path(snapshot_dir, name), record)
     return record, True

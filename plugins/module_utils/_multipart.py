@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _files
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 MIB = 1024 * 1024
@@ -162,7 +162,7 @@ def plan(client, bucket, key, path, sha256=None):
     """(sha256, existing head or None, upload needed?) - what an upload would do, changing nothing."""
     if not os.path.isfile(path):
         raise ReplicationError("Failed to read file %s: it does not exist or is not a regular file; check src" % path, src=path)
-    sha256 = (sha256 or _cos.file_sha256(path)).lower()
+    sha256 = (sha256 or _files.sha256_file(path)).lower()
     existing = _cos.head(client, bucket, key)
     needed = existing is None or existing["metadata"].get("sha256") != sha256 or existing["size"] != os.path.getsize(path)
     return sha256, existing, needed

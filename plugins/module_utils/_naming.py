@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import re
 
-# Same value as _cos.CREATED_BY; repeated here so this module stays free of imports.
+# Written on every resource the collection makes; cleanup and retention only touch what carries it.
 CREATED_BY = "vmimage.replication"
 
 _UTC = datetime.timezone.utc

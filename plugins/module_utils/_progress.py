@@ -9,9 +9,9 @@ reader never sees half a record. It holds no secrets: stage, byte counts, rate.
 
 from __future__ import annotations
 
-import json
-import os
 import time
+
+from ansible_collections.vmimage.replication.plugins.module_utils._files import read_json, write_json
 
 
 def describe(record):
@@ -83,17 +83,10 @@ class ProgressFile:
     def _write(self, state):
         if not self.path:
             return
-        record = self.record(state)
-        tmp = "%s.%d.tmp" % (self.path, os.getpid())
-        with open(tmp, "w") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, self.path)
+        # Rewritten every second and read by a poller: atomic, but not worth an fsync.
+        write_json(self.path, self.record(state), durable=False)
 
 
 def read(path):
     """Return the last record written at ``path``, or None when there is none yet."""
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+    return read_json(path)

@@ -25,6 +25,7 @@ import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _files
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._naming import CREATED_BY
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
 
 FORMATS = ("qcow2", "raw", "vpc")
@@ -341,7 +342,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
     values = dict(stored_size=stored, compression_ratio=round(virtual_size / float(stored), 2) if stored else None,
                   sha256=digest, verified=verified, cache=cache)
     _files.write_json(sidecar_path(dest), dict(version=SIDECAR_VERSION, identity=identity, source_fingerprint=source_fp,
-                                               dest_fingerprint=_files.fingerprint(dest), created_by="vmimage.replication",
+                                               dest_fingerprint=_files.fingerprint(dest), created_by=CREATED_BY,
                                                converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), result=values))
     progress.finish()
     return _result(params, src_format, virtual_size, seconds=round(seconds, 3),

@@ -25,28 +25,8 @@ author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.cos
+  - vmimage.replication.catalog
 options:
-  target:
-    description:
-      - The image library. V(bucket_catalog) keeps the catalog in the bucket that holds the images.
-    type: str
-    choices: [bucket_catalog]
-    default: bucket_catalog
-  bucket:
-    description:
-      - Bucket that holds the images and the catalog.
-    type: str
-    required: true
-  prefix:
-    description:
-      - Key prefix under which each server has a folder C(<server>/) with its images and catalog.
-    type: str
-    default: images/
-  server:
-    description:
-      - Name of the source server. Letters, digits, V(.), V(_) and V(-).
-    type: str
-    required: true
   key:
     description:
       - Key of the image object, normally C(<prefix><server>/<server>-<YYYYMMDD-HHMMSS>.qcow2)

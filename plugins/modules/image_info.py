@@ -19,38 +19,8 @@ author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.cos
-options:
-  target:
-    description:
-      - The image library. V(bucket_catalog) keeps the catalog in the bucket that holds the images.
-    type: str
-    choices: [bucket_catalog]
-    default: bucket_catalog
-  bucket:
-    description:
-      - Bucket that holds the images and the catalog.
-    type: str
-    required: true
-  prefix:
-    description:
-      - Key prefix under which each server has a folder C(<server>/).
-    type: str
-    default: images/
-  server:
-    description:
-      - Name of the source server.
-    type: str
-    required: true
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Returns no diff.
-  idempotent:
-    support: full
-    description: Reads only.
+  - vmimage.replication.catalog
+  - vmimage.replication.catalog.info_module
 seealso:
   - module: vmimage.replication.image_import
 """

@@ -14,6 +14,8 @@ description:
   - Gives the current fingerprint of O(volume), so a play can tell whether the volume changed since a snapshot.
 author:
   - vmimage.replication contributors (@vmimage)
+extends_documentation_fragment:
+  - vmimage.replication.catalog.info_module
 options:
   provider:
     description:
@@ -38,16 +40,6 @@ options:
     description:
       - Only the snapshot of this name.
     type: str
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Returns no diff.
-  idempotent:
-    support: full
-    description: Reads only.
 seealso:
   - module: vmimage.replication.snapshot
 """
@@ -94,7 +86,7 @@ volume_fingerprint:
 
 import os
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils import _files, _local_snapshot
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
@@ -103,7 +95,7 @@ def run(module):
     records = _local_snapshot.list_snapshots(p["snapshot_dir"], server=p["server"], volume=p["volume"], name=p["name"])
     current = None
     if p["volume"] and os.path.exists(p["volume"]):
-        current = _local_snapshot.fingerprint(p["volume"])
+        current = _files.fingerprint(p["volume"])
     return dict(changed=False, snapshots=[_local_snapshot.public(r) for r in records], volume_fingerprint=current)
 
 

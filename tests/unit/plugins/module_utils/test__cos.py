@@ -69,12 +69,6 @@ def test_object_metadata():
         _cos.object_metadata({"source_server": "x"}, "0")
 
 
-def test_file_sha256(tmp_path):
-    path = make_file(tmp_path / "f", 3)
-    with open(path, "rb") as handle:
-        assert _cos.file_sha256(path, buffer_size=MIB) == hashlib.sha256(handle.read()).hexdigest()
-
-
 # ---- against the real servers ---------------------------------------------------------------
 
 def uploads_of(client, bucket, key):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.contract import assert_return_contract
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils import _files, _local_snapshot
 
 ROOT = Path(__file__).resolve().parents[4]
 SAMPLE_DISK = ROOT / "hack" / "sample_disk.py"
@@ -79,7 +79,7 @@ def test_snapshot_raw_is_sparse_identical_and_idempotent(module_runner, raw_volu
     assert _allocated(snap["path"]) <= _allocated(raw_volume) + 64 * 1024
     assert _allocated(snap["path"]) < (48 << 20) // 2
     side = json.loads(Path(sdir, snap["name"] + ".snapshot.json").read_text())
-    assert side["created-by"] == "vmimage.replication" and side["fingerprint"] == _local_snapshot.fingerprint(raw_volume)
+    assert side["created-by"] == "vmimage.replication" and side["fingerprint"] == _files.fingerprint(raw_volume)
     assert sorted(os.listdir(sdir)) == sorted([os.path.basename(snap["path"]), snap["name"] + ".snapshot.json"])
     # unchanged volume: no new snapshot, in check mode and for real
     assert _snap(module_runner, True, volume=str(raw_volume), snapshot_dir=sdir)["changed"] is False
@@ -122,7 +122,7 @@ def test_change_during_copy_is_retried_once(raw_volume, tmp_path):
         calls.append(pos)
 
     record, changed = _local_snapshot.create(str(raw_volume), str(tmp_path / "s"), reflink=False, on_chunk=writer)
-    assert changed and record["fingerprint"] == _local_snapshot.fingerprint(raw_volume)
+    assert changed and record["fingerprint"] == _files.fingerprint(raw_volume)
     assert _sha(record["path"]) == _sha(raw_volume)
 
 
