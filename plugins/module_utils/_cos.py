@@ -24,7 +24,6 @@ except ImportError:  # pragma: no cover - exercised only where the SDK is missin
     IMPORT_ERROR = traceback.format_exc()
 
 
-
 def connect(cos, max_pool_connections=10):
     """An S3 client for the ``cos`` option dict (HMAC keys or IAM API key).
 
