@@ -29,8 +29,17 @@ def connect(cos, max_pool_connections=10):
 
     ``max_pool_connections`` bounds the HTTP connections the client keeps: at least the number of threads using it.
     """
+    try:
+        return _client(cos, max(10, int(max_pool_connections)))
+    except ValueError as exc:  # the SDK's answer to an endpoint that is not a URL
+        raise ReplicationError(
+            "Failed to connect to cos.endpoint %s: %s; set cos.endpoint to a URL such as https://s3.us-south.cloud-object-storage.appdomain.cloud"
+            % (cos.get("endpoint"), exc), endpoint=cos.get("endpoint"),
+        ) from None
+
+
+def _client(cos, pool):
     retries = {"max_attempts": 8, "mode": "standard"}
-    pool = max(10, int(max_pool_connections))
     verify = cos.get("ca_bundle") or cos.get("validate_certs", True)
     if cos.get("api_key"):
         return ibm_boto3.client(

@@ -11,6 +11,7 @@ typed errors to ``fail_json``. Secrets are declared ``no_log`` here, once.
 from __future__ import annotations
 
 import copy
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
@@ -62,7 +63,8 @@ def argument_spec(own, *groups):
 class ReplicationModule:
     """AnsibleModule plus the collection's error path; check mode is always supported."""
 
-    def __init__(self, own_spec, groups=(), **kwargs):
+    def __init__(self, own_spec, groups=(), action="complete the task", **kwargs):
+        self.action = action  # "convert disk", "take snapshot": the verb of unexpected failure messages
         self.ansible = AnsibleModule(argument_spec=argument_spec(own_spec, *groups), supports_check_mode=True, **kwargs)
 
     @property
@@ -90,4 +92,13 @@ class ReplicationModule:
             self.ansible.fail_json(msg=exc.msg, **exc.details)
         except ReplicationError as exc:
             self.ansible.fail_json(msg=exc.msg, **exc.details)
+        except OSError as exc:
+            # A file-system error the utils did not expect: still one clear line, not a traceback.
+            what = exc.filename or "a file"
+            self.ansible.fail_json(
+                msg="Failed to %s: %s on %s; check that the path exists, is writable and has room" % (self.action, exc.strerror or exc, what),
+                exception=traceback.format_exc(),
+            )
         self.ansible.exit_json(**result)
+
+

@@ -240,7 +240,7 @@ def convert(module):
 
 
 def main():
-    module = ReplicationModule(OPTIONS, groups=("progress",), required_if=[("state", "present", ["src"])])
+    module = ReplicationModule(OPTIONS, groups=("progress",), action="convert the disk", required_if=[("state", "present", ["src"])])
     module.run(convert)
 
 

@@ -107,7 +107,7 @@ def main():
         volume=dict(type="path"),
         name=dict(type="str"),
     )
-    ReplicationModule(spec).run(run)
+    ReplicationModule(spec, action="list snapshots").run(run)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,4 @@ def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw,
     assert module_runner("snapshot", args)["changed"] is True
     assert _sha(loop_device) == _sha(snap["path"])
     assert module_runner("snapshot", args)["changed"] is False
+
