@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 
 class ReplicationError(Exception):
     """An operation failed; ``msg`` reads "Failed to <verb> <resource> <name>: <cause>".
@@ -36,3 +40,29 @@ class FailedState(ReplicationError):
     def __init__(self, msg, state=None, **details):
         super().__init__(msg, state=state, **details)
         self.state = state
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def terminate_as_error(what):
+    """Turn SIGTERM (a cancelled job: ansible-runner, AWX) into a ReplicationError, so cleanup runs and the task fails cleanly.
+
+    An async timeout sends SIGKILL, which nothing can catch: the next run removes what it left.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except _Terminated:
+        raise ReplicationError("Failed to %s: interrupted by SIGTERM (the job was cancelled); run the task again" % what) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -22,7 +22,7 @@ import stat
 import subprocess
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _files, _naming
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError, terminate_as_error
 
 FICLONE = 0x40049409
 BLOCK = 1024 * 1024
@@ -222,6 +222,26 @@ def _check_dir(snapshot_dir, create):
             raise ReplicationError("Failed to create snapshot directory %s: %s; choose a writable snapshot_dir" % (snapshot_dir, exc.strerror)) from None
 
 
+def _copy_unchanged(volume, tmp, size, record, reflink, on_chunk, attempts):
+    """Copy ``volume`` to ``tmp`` until a copy starts and ends on the same fingerprint (``attempts`` tries)."""
+    for attempt in range(attempts):
+        _files.remove(tmp)
+        before = _files.fingerprint(volume)
+        record["method"] = copy_volume(volume, tmp, size, reflink=reflink, on_chunk=on_chunk)
+        after = _files.fingerprint(volume)
+        if before == after:
+            break
+        if attempt + 1 == attempts:
+            raise ReplicationError(
+                "Failed to snapshot volume %s: it changed while it was being copied (%s, then %s), %d times; "
+                "freeze the guest file systems or stop the server, then retry" % (volume, before, after, attempts),
+                volume=volume,
+            )
+        size = inspect_volume(volume)[1]
+        record["size"] = size
+    record["fingerprint"] = after
+
+
 def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=None, reflink=True, on_chunk=None, attempts=2):
     """Take a snapshot of ``volume``; returns ``(record, changed)``.
 
@@ -263,22 +283,8 @@ def create(volume, snapshot_dir, server=None, name=None, check_mode=False, now=N
         raise ReplicationError("Failed to snapshot volume %s: %s already exists and is not a snapshot of it; choose another name" % (volume, path))
     tmp = os.path.join(snapshot_dir, ".%s.partial-%d" % (name, os.getpid()))
     try:
-        for attempt in range(attempts):
-            _files.remove(tmp)
-            before = _files.fingerprint(volume)
-            record["method"] = copy_volume(volume, tmp, size, reflink=reflink, on_chunk=on_chunk)
-            after = _files.fingerprint(volume)
-            if before == after:
-                break
-            if attempt + 1 == attempts:
-                raise ReplicationError(
-                    "Failed to snapshot volume %s: it changed while it was being copied (%s, then %s), %d times; "
-                    "freeze the guest file systems or stop the server, then retry" % (volume, before, after, attempts),
-                    volume=volume,
-                )
-            size = inspect_volume(volume)[1]
-            record["size"] = size
-        record["fingerprint"] = after
+        with terminate_as_error("snapshot volume %s" % volume):
+            _copy_unchanged(volume, tmp, size, record, reflink, on_chunk, attempts)
         os.replace(tmp, path)
         _files.write_json(sidecar_path(snapshot_dir, name), record)
     except OSError as exc:

@@ -11,20 +11,18 @@ source and options converts nothing. Stdlib only; no Ansible imports.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import threading
 import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _files
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError, terminate_as_error
 from ansible_collections.vmimage.replication.plugins.module_utils._naming import CREATED_BY
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
 
@@ -185,29 +183,6 @@ def parse_progress(buffer):
     if not matches:
         return None, buffer[-64:]
     return float(matches[-1].group(1)), buffer[matches[-1].end():]
-
-
-class _Terminated(Exception):
-    pass
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
-@contextlib.contextmanager
-def terminate_as_error(what):
-    """Turn SIGTERM (an async timeout, a cancelled job) into a ReplicationError, so cleanup runs and the task fails cleanly."""
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    except _Terminated:
-        raise ReplicationError("Failed to %s: interrupted by SIGTERM (a timeout or a cancelled job); run the task again" % what) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def run_convert(args, virtual_size, progress):

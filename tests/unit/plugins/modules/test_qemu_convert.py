@@ -288,7 +288,7 @@ def test_not_enough_space_names_numbers_and_directory(module_runner, disk, tiny_
 
 
 def test_killed_conversion_leaves_no_partial(tmp_path):
-    """SIGTERM (as an async timeout sends) in the middle of a slow conversion: qemu-img stops, no partial stays."""
+    """SIGTERM (as a cancelled job sends) in the middle of a slow conversion: qemu-img stops, no partial stays."""
     disk = str(tmp_path / "big.img")
     subprocess.run(SAMPLE + [disk, "--size", "256M", "--fill", "0.5"], check=True, capture_output=True)
     dest, progress = str(tmp_path / "o.qcow2"), str(tmp_path / "p.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -239,3 +240,16 @@ def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw,
     assert _sha(loop_device) == _sha(snap["path"])
     assert module_runner("snapshot", args)["changed"] is False
 
+
+
+def test_cancelled_snapshot_fails_cleanly_and_leaves_no_partial_copy(raw_volume, tmp_path):
+    """SIGTERM (a cancelled job) in the middle of the copy: a clear failure, no partial file, no record."""
+    sdir = tmp_path / "s"
+
+    def cancel(pos):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(_local_snapshot.ReplicationError, match="interrupted by SIGTERM"):
+        _local_snapshot.create(str(raw_volume), str(sdir), reflink=False, on_chunk=cancel)
+    assert os.listdir(sdir) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
