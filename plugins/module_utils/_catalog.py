@@ -6,9 +6,12 @@
 Image objects are immutable, one per snapshot time, uploaded beforehand by
 cos_upload. The catalog of a server is one small object,
 ``<prefix><server>/catalog.json``, listing its images and naming the latest.
-It is written with a single PUT, after the new object was validated and the
-pruned objects were deleted, so a failed import leaves the previous catalog
-(and with it the previous ``<server>-latest``) untouched.
+It is written with a single PUT after the new object was validated, and the
+objects of pruned or removed images are deleted only after that PUT succeeded:
+a failed import leaves the previous catalog (and with it the previous
+``<server>-latest``) untouched, and the catalog never lists a deleted object.
+An object whose delete fails stays behind as an orphan (``info`` lists it) and
+is reported in the result's ``orphaned``.
 """
 
 from __future__ import annotations
@@ -97,6 +100,20 @@ class Catalog:
             return _cos.head(self.client, self.bucket, key)
         except (_cos.ClientError, _cos.BotoCoreError) as exc:
             raise self._fail(exc, "read image", key) from None
+
+    def delete_unlisted(self, entries):
+        """Delete the objects of ``entries``, which the saved catalog no longer lists.
+
+        A delete that fails leaves the object as an orphan: the keys of those are returned, with the reason, not raised,
+        because the catalog is already written.
+        """
+        orphaned = []
+        for entry in entries:
+            try:
+                self.delete(entry["key"])
+            except ReplicationError as exc:
+                orphaned.append({"key": entry["key"], "name": entry["name"], "msg": exc.msg})
+        return orphaned
 
     def delete(self, key):
         try:
@@ -192,13 +209,19 @@ class Catalog:
         return found
 
 
-def _result(manifest, image, previous, pruned, changed, orphans=None):
+def connect(cos):
+    """An S3 client for the ``cos`` option dict; a bad cos.endpoint is a ReplicationError naming the option, not a traceback."""
+    try:
+        return _cos.connect(cos)
+    except (ValueError, OSError) as exc:
+        raise ReplicationError("Failed to connect to cos.endpoint %s: %s; check cos.endpoint" % (cos.get("endpoint"), exc),
+                               endpoint=cos.get("endpoint")) from None
+
+
+def _result(manifest, image, previous, pruned, changed, orphaned=()):
     latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
-    result = dict(changed=changed, image=public(image) or {}, latest=public(latest), previous_latest=public(previous),
-                  pruned=[e["name"] for e in pruned], images=[public(e) for e in _sorted(manifest["images"])])
-    if orphans is not None:
-        result["orphans"] = orphans
-    return result
+    return dict(changed=changed, image=public(image) or {}, latest=public(latest), previous_latest=public(previous),
+                pruned=[e["name"] for e in pruned], images=[public(e) for e in _sorted(manifest["images"])], orphaned=list(orphaned))
 
 
 def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None, check_mode=False, now=None):
@@ -229,14 +252,13 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
     now = now or datetime.datetime.now(datetime.timezone.utc)
     pruned = _naming.select_prune(manifest["images"], keep_last, keep_days, now, latest=manifest["latest"])
     pruned = [e for e in pruned if e["key"] != key]
-    if not check_mode:
-        for entry in pruned:
-            catalog.delete(entry["key"])
     manifest["images"] = [e for e in manifest["images"] if e not in pruned]
     changed = _sorted(manifest["images"]) != _sorted(before["images"]) or manifest["latest"] != before["latest"]
+    orphaned = []
     if changed and not check_mode:
-        catalog.save(manifest)
-    return _result(manifest, image, previous, pruned, changed)
+        catalog.save(manifest)  # first: if it fails, the previous catalog and every object it lists are still there
+        orphaned = catalog.delete_unlisted(pruned)
+    return _result(manifest, image, previous, pruned, changed, orphaned)
 
 
 def remove_image(catalog, name, force=False, check_mode=False):
@@ -253,15 +275,15 @@ def remove_image(catalog, name, force=False, check_mode=False):
             raise ReplicationError("Failed to remove image %s: it is the latest image of server %s; set force=true to remove it anyway"
                                    % (entry["name"], catalog.server), name=entry["name"])
         previous = entry
-    if not check_mode:
-        catalog.delete(entry["key"])
     manifest["images"] = [e for e in manifest["images"] if e is not entry]
     if previous is not None:
         rest = _sorted(manifest["images"])
         manifest["latest"] = rest[-1]["name"] if rest else None
+    orphaned = []
     if not check_mode:
-        catalog.save(manifest)
-    return _result(manifest, entry, previous, [], True)
+        catalog.save(manifest)  # first, as in import_image
+        orphaned = catalog.delete_unlisted([entry])
+    return _result(manifest, entry, previous, [], True, orphaned)
 
 
 def info(catalog):

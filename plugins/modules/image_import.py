@@ -17,7 +17,10 @@ description:
     C(<prefix><server>/catalog.json); it lists the images and names the one C(<server>-latest) resolves to.
   - The object is validated before anything is rotated - it must exist, carry C(sha256) metadata equal to O(sha256) when given,
     and start like the format it declares (C(QFI\xfb) for qcow2). The catalog is written with one PUT after the object was
-    validated and the pruned objects were deleted, so a failed import never changes the previous latest.
+    validated, so a failed import never changes the previous latest.
+  - The objects of pruned (or, with O(state=absent), removed) images are deleted only after the catalog was written, so the
+    catalog never lists a deleted object. An object whose delete fails stays in the bucket, is returned in RV(orphaned) with
+    a warning, and is listed as an orphan by M(vmimage.replication.image_info); delete it by hand.
   - The newest image by snapshot time is the latest. Importing a snapshot older than the current latest adds it to the catalog
     without moving the latest, and the image imported by a run is never pruned by that run.
   - Images are named after the snapshot's time, never the time of the import.
@@ -172,6 +175,27 @@ images:
   type: list
   elements: dict
   sample: [{name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, format: qcow2}]
+orphaned:
+  description:
+    - Images dropped from the catalog (pruned or removed) whose object could not be deleted; the objects are still in the bucket.
+    - Empty in check mode and when every delete succeeded.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the image that was dropped from the catalog.
+      type: str
+      sample: web01-20260301-120000
+    key:
+      description: Key of the object left in the bucket.
+      type: str
+      sample: images/web01/web01-20260301-120000.qcow2
+    msg:
+      description: Why the delete failed.
+      type: str
+      sample: "Failed to delete image s3://dr-images/images/web01/web01-20260301-120000.qcow2 at https://s3.example: AccessDenied: ..."
+  sample: []
 """
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
@@ -189,14 +213,18 @@ def run(module):
         catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
     except ValueError as exc:
         raise ReplicationError("Failed to import image of server %s: %s" % (p["server"], exc)) from None
-    catalog.client = _cos.connect(p["cos"])
+    catalog.client = _catalog.connect(p["cos"])
     _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
     if p["state"] == "absent":
-        return _catalog.remove_image(catalog, p["name"], force=p["force"], check_mode=module.check_mode)
-    return _catalog.import_image(
-        catalog, p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
-        keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode,
-    )
+        result = _catalog.remove_image(catalog, p["name"], force=p["force"], check_mode=module.check_mode)
+    else:
+        result = _catalog.import_image(
+            catalog, p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
+            keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode,
+        )
+    for orphan in result["orphaned"]:
+        module.ansible.warn("%s; the catalog no longer lists it, delete s3://%s/%s by hand" % (orphan["msg"], p["bucket"], orphan["key"]))
+    return result
 
 
 def main():

@@ -76,7 +76,7 @@ def run(module):
         catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
     except ValueError as exc:
         raise ReplicationError("Failed to list images of server %s: %s" % (p["server"], exc)) from None
-    catalog.client = _cos.connect(p["cos"])
+    catalog.client = _catalog.connect(p["cos"])
     _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
     return _catalog.info(catalog)
 

@@ -8,11 +8,13 @@ import json
 import subprocess
 
 import pytest
+from ibm_botocore.exceptions import ClientError
 
-from tests.conftest import SECRET_ACCESS_KEY
+from tests.conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.contract import assert_return_contract
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _naming
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 SERVER = "web-01.prod"
 
@@ -170,6 +172,104 @@ def test_bad_options_and_missing_bucket(module_runner, s3_server, bucket, qcow2_
     for module, extra in (("image_import", dict(key=key0)), ("image_info", {})):
         res = module_runner(module, _args(s3_server, "no-such-bucket-x1", **extra))
         assert res["failed"] and "no-such-bucket-x1" in res["msg"] and s3_server.endpoint in res["msg"], res
-        assert SECRET_ACCESS_KEY not in json.dumps(res)
+        # AnsibleModule masks no_log values before printing: a leaked secret would show as ********
+        assert SECRET_ACCESS_KEY not in json.dumps(res) and "********" not in res["msg"], res["msg"]
     res = module_runner("image_info", _args(s3_server, bucket, cos=s3_server.cos(secret_access_key="x" * 40)))
-    assert res["failed"] and "x" * 40 not in json.dumps(res)
+    assert res["failed"] and "x" * 40 not in json.dumps(res) and "********" not in res["msg"], res["msg"]
+
+
+def test_catalog_errors_never_contain_the_secret(s3_server, bucket, qcow2_bodies):
+    """The messages _catalog raises, before any Ansible masking, for a wrong secret and a missing bucket."""
+    key0, _sha = _upload(s3_server, bucket, qcow2_bodies[0], _when(1))
+    wrong = "wrongSecret/" + "Zq7" * 10
+    cos = s3_server.cos(secret_access_key=wrong)
+    catalog = _catalog.Catalog(_cos.connect(cos), cos, bucket, "images/", SERVER)
+    with pytest.raises(ReplicationError) as info:
+        _catalog.import_image(catalog, key0)
+    assert info.value.msg.startswith("Failed to ") and s3_server.endpoint in info.value.msg, info.value.msg
+    assert wrong not in info.value.msg and wrong not in repr(info.value.details)
+    cos = s3_server.cos()
+    catalog = _catalog.Catalog(_cos.connect(cos), cos, "no-such-bucket-x1", "images/", SERVER)
+    with pytest.raises(ReplicationError) as info:
+        _catalog.import_image(catalog, key0)
+    assert info.value.msg.startswith("Failed to ") and "no-such-bucket-x1" in info.value.msg, info.value.msg
+    assert SECRET_ACCESS_KEY not in info.value.msg and SECRET_ACCESS_KEY not in repr(info.value.details)
+
+
+@pytest.mark.parametrize("module", ["image_import", "image_info"])
+def test_bad_endpoint_is_a_clear_error(module_runner, module):
+    cos = dict(endpoint="not a url", access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
+    args = dict(cos=cos, bucket="dr-images", server=SERVER)
+    if module == "image_import":
+        args["key"] = "images/%s/x.qcow2" % SERVER
+    res = module_runner(module, args)
+    assert res["failed"] and res["msg"].startswith("Failed to connect to cos.endpoint not a url: "), res
+    assert "cos.endpoint" in res["msg"].split(";", 1)[1] and "exception" not in res
+    assert SECRET_ACCESS_KEY not in json.dumps(res) and "********" not in res["msg"]
+    with pytest.raises(ReplicationError) as info:
+        _catalog.connect(cos)
+    assert "not a url" in info.value.msg and SECRET_ACCESS_KEY not in info.value.msg
+
+
+class _Refusing:
+    """The real client of a real server, except that ``method`` on ``key`` raises the ClientError a refusing server answers.
+
+    Fault injection at the client boundary: neither S3 server can be told to refuse one PUT or DELETE.
+    """
+
+    def __init__(self, client, method, key=None, code="InternalError"):
+        self._client, self._method, self._key, self._code = client, method, key, code
+
+    def __getattr__(self, name):
+        real = getattr(self._client, name)
+        if name != self._method:
+            return real
+
+        def call(**kwargs):
+            if self._key is None or kwargs.get("Key") == self._key:
+                raise ClientError({"Error": {"Code": self._code, "Message": "injected"}}, name)
+            return real(**kwargs)
+        return call
+
+
+def test_failed_catalog_write_deletes_nothing(module_runner, s3_server, bucket, qcow2_bodies):
+    key0, _sha = _upload(s3_server, bucket, qcow2_bodies[0], _when(2))
+    assert module_runner("image_import", _args(s3_server, bucket, key=key0, keep_last=1))["changed"] is True
+    body = _catalog_body(s3_server, bucket)
+    key1, _sha = _upload(s3_server, bucket, qcow2_bodies[1], _when(1))
+    cos = s3_server.cos()
+    manifest = _catalog.manifest_key("images/", SERVER)
+    catalog = _catalog.Catalog(_Refusing(_cos.connect(cos), "put_object", manifest, code="AccessDenied"), cos, bucket, "images/", SERVER)
+    attempts = [lambda: _catalog.import_image(catalog, key1, keep_last=1),  # would prune key0, the latest
+                lambda: _catalog.remove_image(catalog, SERVER + "-latest", force=True)]
+    for attempt in attempts:
+        with pytest.raises(ReplicationError) as info:
+            attempt()
+        assert info.value.msg.startswith("Failed to write catalog s3://%s/%s at %s: AccessDenied" % (bucket, manifest, s3_server.endpoint)), info.value.msg
+        assert _catalog_body(s3_server, bucket) == body
+        listed = [e["key"] for e in json.loads(body)["images"]]
+        assert listed == [key0] and set(listed) <= set(_keys(s3_server, bucket))
+    info = module_runner("image_info", _args(s3_server, bucket))
+    assert info["latest"]["key"] == key0 and [o["key"] for o in info["orphans"]] == [key1]
+
+
+def test_failed_delete_after_catalog_write_is_reported_as_orphan(module_runner, s3_server, bucket, qcow2_bodies, monkeypatch):
+    key0, _sha = _upload(s3_server, bucket, qcow2_bodies[0], _when(2))
+    assert module_runner("image_import", _args(s3_server, bucket, key=key0, keep_last=1))["changed"] is True
+    key1, _sha = _upload(s3_server, bucket, qcow2_bodies[1], _when(1))
+    connect = _catalog.connect
+    monkeypatch.setattr(_catalog, "connect", lambda cos: _Refusing(connect(cos), "delete_object", code="AccessDenied"))
+    res = module_runner("image_import", _args(s3_server, bucket, key=key1, keep_last=1))
+    assert_return_contract("image_import", res)
+    name0 = res["pruned"][0]
+    assert res["changed"] is True and res["latest"]["key"] == key1 and [i["key"] for i in res["images"]] == [key1]
+    assert [(o["key"], o["name"]) for o in res["orphaned"]] == [(key0, name0)] and "AccessDenied" in res["orphaned"][0]["msg"]
+    assert key0 in json.dumps(res["warnings"]) and "by hand" in json.dumps(res["warnings"])  # 2.19 returns structured warnings
+    assert json.loads(_catalog_body(s3_server, bucket))["latest"] == res["latest"]["name"]
+    assert key0 in _keys(s3_server, bucket)
+    monkeypatch.undo()
+    info = module_runner("image_info", _args(s3_server, bucket))
+    assert [o["key"] for o in info["orphans"]] == [key0]
+    # a normal run reports nothing orphaned
+    gone = module_runner("image_import", _args(s3_server, bucket, name=SERVER + "-latest", state="absent", force=True))
+    assert gone["changed"] is True and gone["orphaned"] == [] and key1 not in _keys(s3_server, bucket)
