@@ -29,6 +29,12 @@ def connect(cos, max_pool_connections=10):
 
     ``max_pool_connections`` bounds the HTTP connections the client keeps: at least the number of threads using it.
     """
+    endpoint = str(cos.get("endpoint") or "")
+    if not endpoint.lower().startswith(("https://", "http://")):
+        raise ReplicationError(
+            "Failed to connect to cos.endpoint %s: it is not an http(s) URL; set cos.endpoint to a URL such as "
+            "https://s3.us-south.cloud-object-storage.appdomain.cloud" % endpoint, endpoint=endpoint,
+        )
     try:
         return _client(cos, max(10, int(max_pool_connections)))
     except ValueError as exc:  # the SDK's answer to an endpoint that is not a URL

@@ -163,7 +163,7 @@ def test_head_lower_cases_metadata(s3_server, bucket):
     assert _cos.delete_object(client, bucket, "h") is True and _cos.delete_object(client, bucket, "h") is False
 
 
-@pytest.mark.parametrize("endpoint", ["not a url", "ftp//nowhere"])
+@pytest.mark.parametrize("endpoint", ["not a url", "ftp//nowhere", "ftp://nowhere.example", "s3.us-south.example"])
 def test_connect_names_a_bad_endpoint(endpoint):
     with pytest.raises(ReplicationError) as caught:
         _cos.connect(dict(endpoint=endpoint, access_key_id="AKIAEXAMPLE000000001", secret_access_key="s3cr3t-Value-0123456789"))
