@@ -133,7 +133,39 @@ class Site:
         uploads = self.multipart_uploads()
         if uploads:
             left["uploads"] = [u["Key"] for u in uploads]
+        orphans = self.orphans()
+        if orphans:
+            left["orphans"] = orphans
         return left
+
+    def catalog(self, server, prefix="images/"):
+        """The parsed catalog.json of ``server`` (None when there is none, the raw text when it is not JSON)."""
+        from ibm_botocore.exceptions import ClientError
+
+        try:
+            body = self.s3.client().get_object(Bucket=self.bucket, Key="%s%s/catalog.json" % (prefix, server))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode("utf-8", "replace")
+
+    def orphans(self, prefix="images/"):
+        """Objects under a server's prefix that its catalog does not list (the catalog itself aside): leaked uploads."""
+        objects = sorted(self.objects())
+        found = []
+        for server in self.disks:
+            folder = "%s%s/" % (prefix, server)
+            mine = [key for key in objects if key.startswith(folder) and key != folder + "catalog.json"]
+            if not mine:
+                continue
+            catalog = self.catalog(server, prefix)
+            listed = set(e.get("key") for e in catalog.get("images", [])) if isinstance(catalog, dict) else set()
+            found.extend(key for key in mine if key not in listed)
+        return found
 
     def download(self, key, path):
         """Plain GET of the object: the test checks the content itself (sha256, qemu-img compare).

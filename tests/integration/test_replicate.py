@@ -294,3 +294,64 @@ def test_cleanup_playbook_removes_leftovers(tmp_path, s3_rclone, disk_templates)
     assert not [name for name in os.listdir(site.snapshot_dir) if snapshot["name"] in name]
     assert [upload["Key"] for upload in site.multipart_uploads()] == ["elsewhere/file.bin"]
     client.abort_multipart_upload(Bucket=site.bucket, Key="elsewhere/file.bin", UploadId=other["UploadId"])
+
+
+def listing(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_operator_snapshot_survives_and_failed_import_leaves_no_object(tmp_path, s3_rclone, disk_templates):
+    """A snapshot the role did not take is never removed (by the run or by cleanup.yml); an upload whose import fails is deleted."""
+    site = make_site(tmp_path, s3_rclone, disk_templates[1:], ["web01"])
+    # The operator's own snapshot of the volume as it is: the role's snapshot step answers with it (no new copy).
+    operator = run_module("snapshot", dict(provider="local", volume=site.disks["web01"], server="web01", snapshot_dir=site.snapshot_dir,
+                                           name="web01-before-upgrade"))
+    assert not operator.get("failed"), operator
+    kept = listing(site.snapshot_dir)
+    assert any("web01-before-upgrade" in name for name in kept), kept
+    # The image this run will make is named after that snapshot's time. A catalog whose latest has the
+    # same name under another key makes image_import fail after the upload finished.
+    stamp = operator["snapshot"]["created"]
+    name = "web01-" + stamp.replace("-", "").replace(":", "").replace("T", "-").rstrip("Z")
+    previous_key = "images/web01/%s.raw" % name
+    client = s3_rclone.client()
+    client.put_object(Bucket=site.bucket, Key=previous_key, Body=b"\0" * 1024, Metadata={"created-by": "vmimage.replication"})
+    catalog = {"format_version": 1, "created-by": "vmimage.replication", "server": "web01", "latest": name,
+               "images": [{"name": name, "key": previous_key, "sha256": "0" * 64, "snapshot_time": stamp, "size": 1024,
+                           "format": "raw", "source_fingerprint": None}]}
+    client.put_object(Bucket=site.bucket, Key="images/web01/catalog.json", Body=json.dumps(catalog).encode())
+
+    run = site.run()
+    assert run.status == "failed", run.stdout
+    result = summary(run)["web01"]
+    assert result["status"] == "failed"
+    assert "same snapshot time" in result["error"], result
+    # The upload of the failed import is gone, the previous latest untouched, the operator's snapshot kept.
+    assert sorted(site.objects()) == sorted([previous_key, "images/web01/catalog.json"])
+    assert site.catalog("web01") == catalog
+    assert site.leftovers() == {"snapshots": kept}, site.leftovers()
+
+    # cleanup.yml removes only what the role names <server>-YYYYMMDD-HHMMSS.
+    stale = run_module("snapshot", dict(provider="local", volume=site.disks["web01"], server="web01", snapshot_dir=site.snapshot_dir,
+                                        name="web01-20200101-000000"))
+    assert not stale.get("failed"), stale
+    run = site.run_playbook(CLEANUP, extravars={"replication_cleanup_older_than": 0})
+    assert run.status == "successful", run.stdout
+    assert listing(site.snapshot_dir) == kept
+
+    # With the clash gone, the run succeeds on the operator's snapshot and still leaves it in place.
+    client.delete_object(Bucket=site.bucket, Key="images/web01/catalog.json")
+    client.delete_object(Bucket=site.bucket, Key=previous_key)
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    assert summary(run)["web01"]["image"] == name
+    assert site.leftovers() == {"snapshots": kept}, site.leftovers()
+
+
+def test_stage_timeout_names_the_option(tmp_path, s3_rclone, big_disk):
+    site = make_site(tmp_path, s3_rclone, [big_disk], ["web01"], poll_wait=0.3, extra=dict(replication_coroutines=1))
+    run = site.run(replication_stage_timeout=1)
+    assert run.status == "failed", run.stdout
+    error = summary(run)["web01"]["error"]
+    assert error == "Failed to convert web01: exceeded replication_stage_timeout=1s; raise replication_stage_timeout", error
+    assert site.leftovers() == {}
