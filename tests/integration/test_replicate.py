@@ -133,8 +133,8 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk):
     assert site.leftovers() == {}
 
 
-def test_rotation_and_retention(tmp_path, s3_rclone, disk_templates, module_runner):
-    site = make_site(tmp_path, s3_rclone, disk_templates[1:], ["app01"], keep_last=2)
+def test_rotation_and_retention(tmp_path, s3_server, disk_templates, module_runner):
+    site = make_site(tmp_path, s3_server, disk_templates[1:], ["app01"], keep_last=2)
     disk = site.disks["app01"]
     names = []
     for turn in range(4):
@@ -151,7 +151,7 @@ def test_rotation_and_retention(tmp_path, s3_rclone, disk_templates, module_runn
         names.append(result["image"])
         assert site.leftovers() == {}
     assert len(set(names)) == 4
-    library = module_runner("image_info", dict(cos=s3_rclone.cos(), bucket=site.bucket, prefix="images/", server="app01"))
+    library = module_runner("image_info", dict(cos=s3_server.cos(), bucket=site.bucket, prefix="images/", server="app01"))
     assert not library.get("failed"), library
     assert [image["name"] for image in library["images"]] == names[-2:]
     assert library["latest"]["name"] == names[-1]
