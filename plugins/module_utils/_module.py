@@ -100,5 +100,3 @@ class ReplicationModule:
                 exception=traceback.format_exc(),
             )
         self.ansible.exit_json(**result)
-
-

@@ -176,7 +176,8 @@ def main():
         name=dict(type="str"),
         state=dict(type="str", choices=["present", "absent", "restored"], default="present"),
     )
-    module = ReplicationModule(spec, action="manage the snapshot", required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
+    module = ReplicationModule(spec, action="manage the snapshot",
+                               required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
     module.run(run)
 
 

@@ -241,7 +241,6 @@ def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw,
     assert module_runner("snapshot", args)["changed"] is False
 
 
-
 def test_cancelled_snapshot_fails_cleanly_and_leaves_no_partial_copy(raw_volume, tmp_path):
     """SIGTERM (a cancelled job) in the middle of the copy: a clear failure, no partial file, no record."""
     sdir = tmp_path / "s"
