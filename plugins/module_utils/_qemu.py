@@ -32,7 +32,7 @@ VERIFY_MODES = ("none", "check", "compare")
 PACKAGE_HINT = "install qemu-img (package qemu-utils on Debian/Ubuntu, qemu-img on RHEL/Fedora/CentOS)"
 SIDECAR_VERSION = 1
 # Options that change the bytes of the output; the others (coroutines, cache...) only change speed.
-IDENTITY_KEYS = ("src", "src_format", "format", "compress", "compression_type")
+IDENTITY_KEYS = ("src", "src_format", "format", "compress", "compression_type", "cluster_size")
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
@@ -100,10 +100,11 @@ def source_info(src, src_format=None):
     return src_format or data["format"], int(data["virtual-size"])
 
 
-def output_options(fmt, compress, compression_type):
+def output_options(fmt, compress, compression_type, cluster_size=None):
     """``-o`` options of the output format."""
-    if fmt == "qcow2" and compress:
-        return ["compression_type=%s" % compression_type]
+    if fmt == "qcow2":
+        opts = ["cluster_size=%d" % cluster_size] if cluster_size else []
+        return opts + (["compression_type=%s" % compression_type] if compress else [])
     if fmt == "vpc":
         return ["force_size=on"]  # keep the exact virtual size instead of rounding to a CHS geometry
     return []
@@ -149,6 +150,15 @@ def direct_io_supported(directory):
     return True
 
 
+def check_cluster_size(cluster_size, src):
+    """None, or a power of two from 512 bytes to 2 MiB (what qcow2 allows)."""
+    if cluster_size is None:
+        return
+    if cluster_size < 512 or cluster_size > 2 << 20 or cluster_size & (cluster_size - 1):
+        raise ReplicationError("Failed to convert disk %s: cluster_size must be a power of two from 512 to 2097152 bytes, got %d"
+                               % (src, cluster_size))
+
+
 def resolve_cache(cache, fmt, compress):
     """The output cache mode for ``cache`` (``auto`` or an explicit qemu-img mode).
 
@@ -164,14 +174,14 @@ def resolve_cache(cache, fmt, compress):
     return cache
 
 
-def convert_command(src, src_format, partial, fmt, compress, compression_type, coroutines, out_of_order, cache):
+def convert_command(src, src_format, partial, fmt, compress, compression_type, coroutines, out_of_order, cache, cluster_size=None):
     """The qemu-img convert argument list (without the program)."""
     args = ["convert", "-p", "-f", src_format, "-O", fmt, "-t", cache, "-m", str(coroutines)]
     if out_of_order:
         args.append("-W")
     if fmt == "qcow2" and compress:
         args.append("-c")
-    opts = output_options(fmt, compress, compression_type)
+    opts = output_options(fmt, compress, compression_type, cluster_size)
     if opts:
         args += ["-o", ",".join(opts)]
     return args + [src, partial]
@@ -234,6 +244,7 @@ def verify_output(path, fmt, src, src_format, mode):
 
 def _identity(params, src_format):
     ident = dict((k, params.get(k)) for k in IDENTITY_KEYS)
+    ident["cluster_size"] = params.get("cluster_size") if params["format"] == "qcow2" else None
     ident["src_format"] = src_format
     ident["compression_type"] = params["compression_type"] if params["format"] == "qcow2" and params["compress"] else None
     ident["compress"] = bool(params["compress"]) and params["format"] == "qcow2"
@@ -287,7 +298,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
                         "the output with fsync instead" % directory)
     partial = partial_path(dest)
     stale = os.path.getsize(partial) if os.path.exists(partial) else 0
-    opts = output_options(params["format"], params["compress"], params["compression_type"])
+    opts = output_options(params["format"], params["compress"], params["compression_type"], params.get("cluster_size"))
     required = measure(src, src_format, params["format"], opts)
     check_free_space(required, directory, _files.free_bytes(directory) + stale)
     if check_mode:
@@ -300,7 +311,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
     try:
         with terminate_as_error("convert disk %s" % src):
             args = convert_command(src, src_format, partial, params["format"], params["compress"], params["compression_type"],
-                                   params["coroutines"], params["out_of_order"], cache)
+                                   params["coroutines"], params["out_of_order"], cache, params.get("cluster_size"))
             run_convert(args, virtual_size, progress)
             if cache != "none":
                 _files.fsync_path(partial)

@@ -74,6 +74,13 @@ options:
     description: Parallel conversion requests (C(qemu-img convert -m), 1 to 16); compression runs on up to this many cores.
     type: int
     default: 16
+  cluster_size:
+    description:
+      - Cluster size of a QCOW2 output in bytes, a power of two from 512 to 2097152; qemu-img's default (65536) when unset.
+      - Larger clusters mean fewer, larger compression requests, which keep every core busy (2 GiB disk, 2 cores
+        measured 13.2 s at 64 KiB and 10.1 s at 256 KiB for the same output size). The default stays 64 KiB, the
+        size every image importer is known to accept; raise it where your target library accepts it.
+    type: int
   out_of_order:
     description: Allow out-of-order writes (C(qemu-img convert -W)), which lets compression run in parallel.
     type: bool
@@ -219,6 +226,7 @@ OPTIONS = dict(
     compress=dict(type="bool", default=True),
     compression_type=dict(type="str", choices=list(_qemu.COMPRESSION_TYPES), default="zlib"),
     coroutines=dict(type="int", default=16),
+    cluster_size=dict(type="int"),
     out_of_order=dict(type="bool", default=True),
     cache=dict(type="str", default="auto"),
     verify=dict(type="str", choices=list(_qemu.VERIFY_MODES), default="check"),
@@ -233,6 +241,7 @@ def convert(module):
         return _qemu.ensure_absent(params, module.check_mode)
     if not 1 <= params["coroutines"] <= 16:
         raise ReplicationError("Failed to convert disk %s: coroutines must be between 1 and 16 (qemu-img -m), got %d" % (params["src"], params["coroutines"]))
+    _qemu.check_cluster_size(params["cluster_size"], params["src"])
     result, warnings = _qemu.ensure_present(params, module.check_mode)
     for warning in warnings:
         module.ansible.warn(warning)

@@ -312,3 +312,20 @@ def test_killed_conversion_leaves_no_partial(tmp_path):
     assert _progress.read(progress)["state"] == "failed"
     leftover = subprocess.run(["pgrep", "-f", "qemu-img convert.*%s" % dest], capture_output=True, check=False)
     assert leftover.returncode == 1, "qemu-img still running"
+
+
+def test_cluster_size_is_used_and_part_of_the_identity(module_runner, disk, tmp_path):
+    dest = str(tmp_path / "big-clusters.qcow2")
+    first = convert(module_runner, disk, dest, cluster_size=262144)
+    assert first["changed"] and qemu_json("info", dest)["cluster-size"] == 262144
+    assert same_content(disk, "raw", dest, "qcow2")
+    assert convert(module_runner, disk, dest, cluster_size=262144)["changed"] is False
+    assert convert(module_runner, disk, dest)["changed"] is True  # back to the default size: a different output
+    assert qemu_json("info", dest)["cluster-size"] == 65536
+
+
+@pytest.mark.parametrize("size", [100, 3000, 4 << 20])
+def test_bad_cluster_size_is_refused(module_runner, disk, tmp_path, size):
+    result = convert(module_runner, disk, str(tmp_path / "o.qcow2"), cluster_size=size)
+    assert result["failed"] and "cluster_size must be a power of two" in result["msg"] and disk in result["msg"]
+    assert not os.path.exists(str(tmp_path / "o.qcow2"))
