@@ -210,12 +210,19 @@ class Catalog:
 
 
 def connect(cos):
-    """An S3 client for the ``cos`` option dict; a bad cos.endpoint is a ReplicationError naming the option, not a traceback."""
+    """An S3 client for ``cos`` (a bad cos.endpoint is already a ReplicationError naming the option)."""
+    return _cos.connect(cos)
+
+
+def open_catalog(cos, bucket, prefix, server, action):
+    """The Catalog of ``server`` in ``bucket``, connected and with the bucket checked; ``action`` words the errors."""
     try:
-        return _cos.connect(cos)
-    except (ValueError, OSError) as exc:
-        raise ReplicationError("Failed to connect to cos.endpoint %s: %s; check cos.endpoint" % (cos.get("endpoint"), exc),
-                               endpoint=cos.get("endpoint")) from None
+        catalog = Catalog(None, cos, bucket, prefix, server)
+    except ValueError as exc:
+        raise ReplicationError("Failed to %s of server %s: %s" % (action, server, exc)) from None
+    catalog.client = connect(cos)
+    _cos.check_bucket(catalog.client, cos, bucket)
+    return catalog
 
 
 def _result(manifest, image, previous, pruned, changed, orphaned=()):

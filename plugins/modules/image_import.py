@@ -209,12 +209,7 @@ def run(module):
         raise ReplicationError("Failed to import image into bucket %s: keep_last is %d; keep at least 1 image" % (p["bucket"], p["keep_last"]))
     if p["keep_days"] is not None and p["keep_days"] < 0:
         raise ReplicationError("Failed to import image into bucket %s: keep_days is %d; give 0 or more days" % (p["bucket"], p["keep_days"]))
-    try:
-        catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
-    except ValueError as exc:
-        raise ReplicationError("Failed to import image of server %s: %s" % (p["server"], exc)) from None
-    catalog.client = _catalog.connect(p["cos"])
-    _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
+    catalog = _catalog.open_catalog(p["cos"], p["bucket"], p["prefix"], p["server"], "import image")
     if p["state"] == "absent":
         result = _catalog.remove_image(catalog, p["name"], force=p["force"], check_mode=module.check_mode)
     else:

@@ -66,18 +66,12 @@ orphans:
 """
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
     p = module.params
-    try:
-        catalog = _catalog.Catalog(None, p["cos"], p["bucket"], p["prefix"], p["server"])
-    except ValueError as exc:
-        raise ReplicationError("Failed to list images of server %s: %s" % (p["server"], exc)) from None
-    catalog.client = _catalog.connect(p["cos"])
-    _cos.check_bucket(catalog.client, p["cos"], p["bucket"])
+    catalog = _catalog.open_catalog(p["cos"], p["bucket"], p["prefix"], p["server"], "list images")
     return _catalog.info(catalog)
 
 
