@@ -40,6 +40,14 @@ COS_SPEC = dict(
     ),
 )
 
+# The server's place in the target image library (doc fragment vmimage.replication.catalog).
+CATALOG_SPEC = dict(
+    target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
+    bucket=dict(type="str", required=True),
+    prefix=dict(type="str", default="images/"),
+    server=dict(type="str", required=True),
+)
+
 PROGRESS_SPEC = dict(progress_file=dict(type="path"))
 
 WAIT_SPEC = dict(
@@ -48,11 +56,11 @@ WAIT_SPEC = dict(
     wait_sleep=dict(type="float", default=2.0),
 )
 
-_GROUPS = {"cos": COS_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
+_GROUPS = {"cos": COS_SPEC, "catalog": CATALOG_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
 
 
 def argument_spec(own, *groups):
-    """Return ``own`` merged with the named shared option groups ("cos", "progress", "wait")."""
+    """Return ``own`` merged with the named shared option groups ("cos", "catalog", "progress", "wait")."""
     spec = {}
     for group in groups:
         spec.update(copy.deepcopy(_GROUPS[group]))

@@ -224,10 +224,6 @@ def run(module):
 
 def main():
     spec = dict(
-        target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
-        bucket=dict(type="str", required=True),
-        prefix=dict(type="str", default="images/"),
-        server=dict(type="str", required=True),
         key=dict(type="str", no_log=False),
         snapshot_time=dict(type="str"),
         sha256=dict(type="str"),
@@ -238,7 +234,7 @@ def main():
         name=dict(type="str"),
         force=dict(type="bool", default=False),
     )
-    module = ReplicationModule(spec, groups=("cos",), required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])])
+    module = ReplicationModule(spec, groups=("cos", "catalog"), required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])])
     module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
     module.run(run)
 

@@ -76,13 +76,7 @@ def run(module):
 
 
 def main():
-    spec = dict(
-        target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
-        bucket=dict(type="str", required=True),
-        prefix=dict(type="str", default="images/"),
-        server=dict(type="str", required=True),
-    )
-    module = ReplicationModule(spec, groups=("cos",))
+    module = ReplicationModule({}, groups=("cos", "catalog"))
     module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
     module.run(run)
 
