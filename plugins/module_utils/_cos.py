@@ -227,3 +227,39 @@ def upload_file(client, bucket, key, path, part_size, concurrency, metadata, sha
     from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
 
     return _multipart.upload(client, bucket, key, path, part_size, concurrency, metadata, sha256, progress, keep_incomplete)
+
+
+COPY_LIMIT = 5 * 1024 ** 3  # the largest object one CopyObject may copy
+COPY_PART = 1024 ** 3
+
+
+def replace_metadata(client, bucket, key, size, metadata, copy_limit=COPY_LIMIT, part_size=COPY_PART):
+    """Give the object at ``key`` (``size`` bytes) new user metadata, server side.
+
+    S3 cannot change metadata in place: the object is copied onto itself, with one CopyObject up to
+    5 GiB and as a multipart copy (UploadPartCopy of ranges) above that.
+    """
+    source = {"Bucket": bucket, "Key": key}
+    if size <= copy_limit:
+        client.copy_object(Bucket=bucket, Key=key, CopySource=source, Metadata=metadata, MetadataDirective="REPLACE")
+        return
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
+    try:
+        parts = []
+        for number, offset in enumerate(range(0, size, part_size), 1):
+            last = min(offset + part_size, size) - 1
+            answer = client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, CopySource=source,
+                                             CopySourceRange="bytes=%d-%d" % (offset, last))
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+    except BaseException as exc:
+        try:
+            abort_upload(client, bucket, key, upload_id)
+        except Exception:  # pylint: disable=broad-except
+            pass  # the copy's failure is the one to report
+        if isinstance(exc, ClientError):
+            raise ReplicationError(
+                "Failed to set the metadata of s3://%s/%s: a server-side multipart copy (UploadPartCopy, needed above %d bytes) failed: %s; "
+                "the object is complete but lacks its metadata; use an endpoint that supports UploadPartCopy"
+                % (bucket, key, copy_limit, error_code(exc) or exc), bucket=bucket, key=key, code=error_code(exc)) from None
+        raise

@@ -198,7 +198,7 @@ def upload(client, bucket, key, path, part_size, concurrency, metadata, sha256=N
                                % (path, bucket, key, stored and stored["size"], size), bucket=bucket, key=key)
     if stored["metadata"].get("sha256") != sha256:
         # A resumed upload keeps the metadata it was created with: rewrite it in place.
-        client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, Metadata=full_metadata, MetadataDirective="REPLACE")
+        _cos.replace_metadata(client, bucket, key, size, full_metadata)
         stored = _cos.head(client, bucket, key)
     if progress is not None:
         progress.finish()

@@ -1,0 +1,116 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Raw volume -> compressed QCOW2, on every core, in guest order.
+
+The source is read once, only where it holds data (SEEK_DATA/SEEK_HOLE on files;
+block devices are read whole), in chunks that a pool of threads reads, checks for
+zeros and compresses (zlib and zstd release the GIL while they work). Results are
+taken in order, with a bounded number in flight, and appended by a
+``_qcow2.StreamWriter``; after each chunk ``on_final(position)`` says how many
+bytes of the output are final, which is what lets the upload run alongside.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import errno
+import os
+
+CHUNK_BYTES = 2 * 1024 * 1024  # per task: large enough to amortise the pool, small enough to spread the work
+
+
+def data_extents(fd, size):
+    """``[(start, end)]`` of the parts of the source that may hold data; the whole source where holes cannot be asked for."""
+    extents = []
+    offset = 0
+    try:
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data past offset
+                    break
+                raise
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            extents.append((start, end))
+            offset = end
+    except (OSError, AttributeError):
+        return [(0, size)] if size else []
+    return extents
+
+
+def chunk_plan(extents, size, cluster_size, chunk_bytes=CHUNK_BYTES):
+    """``[(offset, length)]`` cluster-aligned chunks covering ``extents``, in order, none read twice."""
+    chunk_bytes = max(cluster_size, chunk_bytes - chunk_bytes % cluster_size)
+    chunks = []
+    done = 0  # everything before this offset is planned
+    for start, end in extents:
+        start = max(start - start % cluster_size, done)
+        end = min(size, end + (-end % cluster_size))
+        for offset in range(start, end, chunk_bytes):
+            chunks.append((offset, min(chunk_bytes, end - offset)))
+        done = max(done, end)
+    return chunks
+
+
+def read_exact(fd, length, offset):
+    """``length`` bytes at ``offset``; a source that shrank under us is an error, not zeros."""
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise OSError(errno.EIO, "short read: %d bytes at offset %d, expected %d (the source shrank while it was read)"
+                      % (len(data), offset, length))
+    return data
+
+
+def compress_chunk(fd, offset, length, cluster_size, compress):
+    """``[(guest cluster, payload, compressed)]`` for the non-zero clusters of one chunk."""
+    data = read_exact(fd, length, offset)
+    zero = bytes(cluster_size)
+    out = []
+    for start in range(0, length, cluster_size):
+        block = data[start:start + cluster_size]
+        if block == zero[:len(block)]:
+            continue  # unallocated in the image: reads back as zeros
+        if len(block) < cluster_size:
+            block += zero[:cluster_size - len(block)]  # the tail of a size that is not a multiple of the cluster
+        packed = compress(block)
+        if len(packed) < cluster_size:
+            out.append(((offset + start) // cluster_size, packed, True))
+        else:  # incompressible: stored whole, as qemu does
+            out.append(((offset + start) // cluster_size, block, False))
+    return out
+
+
+def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, extents=None):
+    """Feed the volume open at ``fd`` (``size`` bytes) through ``writer``; returns bytes of source read."""
+    cluster_size = writer.layout.cluster_size
+    chunks = chunk_plan(data_extents(fd, size) if extents is None else extents, size, cluster_size)
+    total = sum(length for _offset, length in chunks)
+    done = 0
+    window = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        pending = iter(chunks)
+        try:
+            while True:
+                while len(window) < 2 * max(1, threads) + 2:  # bounded: compressed results wait in memory, not the whole disk
+                    chunk = next(pending, None)
+                    if chunk is None:
+                        break
+                    window.append((chunk[1], pool.submit(compress_chunk, fd, chunk[0], chunk[1], cluster_size, compress)))
+                if not window:
+                    break
+                length, future = window.popleft()
+                for guest, payload, compressed in future.result():
+                    writer.add(guest, payload, compressed)
+                done += length
+                if on_progress is not None:
+                    on_progress(done, total)
+                if on_final is not None:
+                    on_final(writer.position)
+        except BaseException:
+            for _length, future in window:
+                future.cancel()
+            raise
+    return done

@@ -1,0 +1,230 @@
+"""image_upload against real S3 servers (rclone and SeaweedFS): one-pass convert + upload, idempotency, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
+from tests.contract import assert_return_contract
+from tests.unit.plugins.module_utils.test__qcow2 import noise, text, write_sparse
+from tests.unit.plugins.modules.test_cos_upload import downloaded_sha256, pending
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _progress, _qemu
+
+MIB = 1024 * 1024
+RETURN_KEYS = {"bucket", "key", "endpoint", "format", "virtual_size", "size", "compression_ratio", "sha256", "etag", "metadata", "parts",
+               "resumed_parts", "uploaded_bytes", "read_bytes", "seconds", "bytes_per_second", "verified", "compressor", "changed"}
+
+
+def disk(tmp_path, name="src.img", noisy_mib=0, seed=b"s"):
+    """A sparse raw disk: text that compresses, ``noisy_mib`` MiB that does not, and holes."""
+    pieces = [(0, text(2 * MIB, seed)), (6 * MIB, noise(noisy_mib * MIB, seed))] if noisy_mib else [(0, text(2 * MIB, seed))]
+    return write_sparse(tmp_path / name, 64 * MIB, pieces)
+
+
+def args(server, bucket, key, src, work_dir, **extra):
+    value = dict(cos=server.cos(), bucket=bucket, key=key, src=str(src), work_dir=str(work_dir), metadata={"source-server": "web01"})
+    value.update(extra)
+    return value
+
+
+def downloaded_matches(server, bucket, key, src, tmp_path):
+    path = str(tmp_path / "downloaded.qcow2")
+    server.client().download_file(bucket, key, path)
+    _qemu.run(["check", "-f", "qcow2", path], "check the download")
+    _qemu.run(["compare", "-f", "raw", "-F", "qcow2", src, path], "compare the download")
+    os.unlink(path)
+    return True
+
+
+@pytest.fixture
+def work_dir(tmp_path):
+    path = tmp_path / "work"
+    path.mkdir()
+    yield path
+    assert os.listdir(path) == [], "the spool was left behind"
+
+
+def test_one_part_round_trip_check_mode_and_idempotency(s3_server, bucket, module_runner, tmp_path, work_dir):
+    src = disk(tmp_path)
+    key = "images/web01/web01-20250101-120000.qcow2"
+    check = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir), check_mode=True)
+    assert check["changed"] is True and not check.get("failed"), check
+    assert _cos.head(s3_server.client(), bucket, key) is None, "check mode uploaded"
+
+    first = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, progress_file=str(tmp_path / "p")))
+    assert not first.get("failed"), first
+    assert_return_contract("image_upload", first, expect=RETURN_KEYS | {"clusters", "part_size"})
+    assert_return_contract("image_upload", check, expect=RETURN_KEYS)
+    assert first["changed"] is True and first["parts"] == 1 and first["verified"] == "check"
+    assert first["virtual_size"] == 64 * MIB and first["size"] < MIB and first["read_bytes"] < 4 * MIB
+    assert downloaded_sha256(s3_server, bucket, key) == first["sha256"]
+    meta = _cos.head(s3_server.client(), bucket, key)["metadata"]
+    assert meta == first["metadata"]
+    assert meta["sha256"] == first["sha256"] and meta["created-by"] == "vmimage.replication" and meta["source-server"] == "web01"
+    assert meta["format"] == "qcow2" and meta["virtual-size"] == str(64 * MIB) and meta["conversion"].startswith("qcow2-v3")
+    assert downloaded_matches(s3_server, bucket, key, src, tmp_path)
+    assert _progress.read(str(tmp_path / "p"))["state"] == "finished"
+
+    again = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir))
+    assert again["changed"] is False and again["sha256"] == first["sha256"] and again["uploaded_bytes"] == 0, again
+    assert module_runner("image_upload", args(s3_server, bucket, key, src, work_dir), check_mode=True)["changed"] is False
+    forced = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, force=True))
+    assert forced["changed"] is True and forced["sha256"] == first["sha256"], "the same source gives the same bytes"
+
+    with open(src, "r+b") as handle:  # the source changes: a new conversion
+        handle.seek(MIB)
+        handle.write(b"changed" * 1000)
+    changed = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir))
+    assert changed["changed"] is True and changed["sha256"] != first["sha256"]
+    assert downloaded_matches(s3_server, bucket, key, src, tmp_path)
+
+
+def test_multipart_stream_with_zstd(s3_server, bucket, module_runner, tmp_path, work_dir):
+    src = disk(tmp_path, noisy_mib=14)
+    key = "images/web02/web02.qcow2"
+    done = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5, compression_type="zstd", verify="compare"))
+    assert not done.get("failed"), done
+    assert done["parts"] == -(-done["size"] // (5 * MIB)) >= 3 and done["part_size"] == 5 * MIB and done["verified"] == "compare" and done["compressor"] == "zstandard"
+    assert done["uploaded_bytes"] == done["size"] and done["clusters"]["uncompressed"] == 14 * 16
+    assert downloaded_sha256(s3_server, bucket, key) == done["sha256"] == _cos.head(s3_server.client(), bucket, key)["metadata"]["sha256"]
+    assert downloaded_matches(s3_server, bucket, key, src, tmp_path)
+    assert pending(s3_server, bucket, key) == []
+
+
+DRIVER = r"""
+import json, os, sys, time
+sys.path[:0] = [os.environ["VMI_ROOT"], os.environ["VMI_COLLECTIONS"]]
+from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
+_add = _multipart._Counter.add
+def slow_add(self, count):
+    _add(self, count)
+    time.sleep(0.5)  # slow the upload down so the test can kill it midway
+_multipart._Counter.add = slow_add
+from tests.harness import run_module
+with open(os.environ["VMI_ARGS"]) as handle:
+    print(json.dumps(run_module("image_upload", json.load(handle))))
+"""
+
+
+def start_driver(tmp_path, module_args):
+    args_file = tmp_path / "args.json"
+    fd = os.open(str(args_file), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(module_args, handle)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = dict(os.environ, VMI_ROOT=str(ROOT), VMI_COLLECTIONS=str(COLLECTIONS), VMI_ARGS=str(args_file), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
+    return subprocess.Popen([sys.executable, str(driver)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_parts(server, bucket, key, process, count):
+    client = server.client()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        uploads = pending(server, bucket, key)
+        if uploads and len(client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[-1]["upload_id"]).get("Parts") or []) >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_stream_resumes_keeping_the_parts_sent(s3_server, bucket, module_runner, tmp_path, work_dir):
+    src = disk(tmp_path, noisy_mib=30)
+    key = "images/web03/web03.qcow2"
+    module_args = args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1)
+    process = start_driver(tmp_path, module_args)
+    try:
+        assert wait_for_parts(s3_server, bucket, key, process, 2), process.communicate()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert len(pending(s3_server, bucket, key)) == 1 and _cos.head(s3_server.client(), bucket, key) is None
+    assert os.listdir(work_dir), "a killed run leaves its spool (the next run removes it)"
+
+    resumed = module_runner("image_upload", module_args)
+    assert not resumed.get("failed"), resumed
+    assert resumed["resumed_parts"] >= 2 and resumed["uploaded_bytes"] < resumed["size"], resumed
+    assert resumed["uploaded_bytes"] == resumed["size"] - resumed["resumed_parts"] * 5 * MIB
+    assert downloaded_sha256(s3_server, bucket, key) == resumed["sha256"]
+    assert downloaded_matches(s3_server, bucket, key, src, tmp_path)
+    assert pending(s3_server, bucket, key) == []
+
+
+def test_an_unfinished_upload_of_other_bytes_is_replaced(s3_server, bucket, module_runner, tmp_path, work_dir):
+    src = disk(tmp_path, noisy_mib=12)
+    key = "images/web04/web04.qcow2"
+    client = s3_server.client()
+    stale = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=stale, PartNumber=2, Body=b"x" * (5 * MIB))
+    done = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5))
+    assert not done.get("failed"), done
+    assert done["resumed_parts"] == 0 and done["uploaded_bytes"] == done["size"]
+    assert downloaded_matches(s3_server, bucket, key, src, tmp_path)
+    assert pending(s3_server, bucket, key) == []
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_failure_after_parts_were_sent_aborts_unless_kept(s3_server, bucket, module_runner, tmp_path, work_dir, monkeypatch, keep):
+    src = disk(tmp_path, noisy_mib=14)
+    key = "images/web05/web05-%s.qcow2" % keep
+
+    def broken_check(*_args):
+        raise _image_upload.ReplicationError("Failed to check converted image: injected corruption")
+    monkeypatch.setattr(_qemu, "verify_output", broken_check)
+    failed = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5, keep_incomplete=keep,
+                                                progress_file=str(tmp_path / "p")))
+    assert failed.get("failed") and "injected corruption" in failed["msg"], failed
+    assert failed["bucket"] == bucket and failed["key"] == key
+    assert _cos.head(s3_server.client(), bucket, key) is None
+    assert len(pending(s3_server, bucket, key)) == (1 if keep else 0)
+    assert _progress.read(str(tmp_path / "p"))["state"] == "failed"
+
+
+def test_terminated_run_cleans_up(s3_server, bucket, tmp_path, work_dir):
+    src = disk(tmp_path, noisy_mib=30)
+    key = "images/web06/web06.qcow2"
+    process = start_driver(tmp_path, args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1))
+    try:
+        assert wait_for_parts(s3_server, bucket, key, process, 1), process.communicate()
+        process.send_signal(signal.SIGTERM)
+        out, _err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["failed"] and "interrupted by SIGTERM" in result["msg"], result
+    assert pending(s3_server, bucket, key) == [] and _cos.head(s3_server.client(), bucket, key) is None
+
+
+def test_non_raw_sources_and_bad_options_fail_clearly(s3_rclone, module_runner, tmp_path, work_dir):
+    server, bucket = s3_rclone, s3_rclone.make_bucket("image-upload-errors")
+    raw = disk(tmp_path)
+    image = str(tmp_path / "src.qcow2")
+    _qemu.run(["convert", "-O", "qcow2", raw, image], "make a qcow2 source")
+    cases = [
+        (dict(src=image), "it is a qcow2 image, and image_upload reads raw volumes"),
+        (dict(src=str(tmp_path / "missing.img")), "does not exist; check src"),
+        (dict(cluster_size=1000), "cluster_size must be a power of two"),
+        (dict(work_dir=str(tmp_path / "nowhere")), "work_dir %s is not a directory" % (tmp_path / "nowhere")),
+        (dict(part_size_mb=4), "part_size_mb must be at least 5"),
+        (dict(metadata={"Bad Key": "x"}), "keys must be lower-case letters"),
+        (dict(bucket="no-such-bucket"), "no-such-bucket"),
+        (dict(cos=server.cos(secret_access_key="wrong-" + SECRET_ACCESS_KEY)), "check cos.secret_access_key"),
+    ]
+    for extra, message in cases:
+        module_args = args(server, bucket, "images/x/x.qcow2", raw, work_dir)
+        module_args.update(extra)
+        result = module_runner("image_upload", module_args)
+        assert result.get("failed") and message in result["msg"], (extra, result)
+        if "cos" in extra or "bucket" in extra:
+            assert server.endpoint in result["msg"] and result["bucket"] == module_args["bucket"], result
+        assert SECRET_ACCESS_KEY not in json.dumps(result)
+    assert _cos.list_uploads(server.client(), bucket) == []
