@@ -3,13 +3,14 @@
     .venv/bin/python bench/run.py [--size 2G] [--fill 0.4] [--repeat 1] [--only naive,ours-zlib]
 
 Stages (each runs in its own child process, so its peak memory is its own):
-  bound-read      read the source once (what "read once" costs)
-  bound-compress  zlib (level 6, as qemu) over 64 KiB clusters with all cores, zero clusters skipped
-  bound-upload    upload that many compressed bytes from memory
-  naive           qemu-img convert -c -O qcow2 to a local file, then ibm_boto3's default upload_file
-  ours-zlib       the collection: _qemu.ensure_present with qemu_convert's defaults, then _cos.upload_file
-  ours-zstd       the same with compression_type=zstd
-  ours-zlib-256k  the defaults with cluster_size=262144 (an option: larger clusters keep both cores busy)
+  bound-read        read the source once (what "read once" costs)
+  bound-compress    zlib (level 6, as qemu) over 64 KiB clusters with all cores, zero clusters skipped
+  bound-upload      upload that many compressed bytes from memory
+  naive             qemu-img convert -c -O qcow2 to a local file, then ibm_boto3's default upload_file
+  ours-zlib         the collection's data path: image_upload with its defaults (zlib output; zlib-ng when installed)
+  ours-zlib-stdlib  the same with deflate_library=zlib (Python's zlib: what a host without zlib-ng gets)
+  ours-zstd         the same with compression_type=zstd
+  staged-zlib       qemu_convert then cos_upload with their defaults (the path for non-raw sources)
 
 The source is a real ext4 image ~40% filled with real files (hack/sample_disk.py), cached under
 .cache/bench/. The S3 peer is a local rclone server. Results go to bench/results/<time>.json.
@@ -35,7 +36,8 @@ COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLUSTER = 64 * 1024
-STAGES = ("bound-read", "bound-compress", "bound-upload", "naive", "ours-zlib", "ours-zstd", "ours-zlib-256k")
+STAGES = ("bound-read", "bound-compress", "bound-upload", "naive", "ours-zlib", "ours-zlib-stdlib", "ours-zstd", "staged-zlib")
+OURS = STAGES[4:]
 ACCESS_KEY_ID = "AKIAVMIMAGE7BENCHKEY1"
 SECRET_ACCESS_KEY = "vmImgBench/7c1LxQ2wPn9VbT6yRu1sEoA4dHcJkM"
 
@@ -140,6 +142,18 @@ def module_defaults(name):
     return {option: value.get("default") for option, value in spec.items()}
 
 
+def stage_stream(ctx, **options):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _image_upload
+
+    params = module_defaults("image_upload")
+    params.update(src=ctx["source"], bucket=ctx["bucket"], key="stream-%s.qcow2" % "-".join(sorted(options.values())) if options else "stream.qcow2",
+                  work_dir=ctx["workdir"], metadata={"source-server": "bench"}, force=True, **options)
+    params["threads"] = params["threads"] or os.cpu_count()
+    result = _image_upload.ensure_present(_client(ctx), params)
+    return dict(output_bytes=result["size"], peak_disk=result["size"], parts=result["parts"], sha256=result["sha256"],
+                compressor=result["compressor"], read_bytes=result["read_bytes"])
+
+
 def stage_ours(ctx, compression_type, cluster_size=None):
     from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _qemu
 
@@ -163,8 +177,8 @@ def stage_ours(ctx, compression_type, cluster_size=None):
 def run_stage(name, ctx):
     _paths()
     runner = {"bound-read": stage_read, "bound-compress": stage_compress, "bound-upload": stage_upload, "naive": stage_naive,
-              "ours-zlib": lambda c: stage_ours(c, "zlib"), "ours-zstd": lambda c: stage_ours(c, "zstd"),
-              "ours-zlib-256k": lambda c: stage_ours(c, "zlib", 262144)}[name]
+              "ours-zlib": stage_stream, "ours-zlib-stdlib": lambda c: stage_stream(c, deflate_library="zlib"),
+              "ours-zstd": lambda c: stage_stream(c, compression_type="zstd"), "staged-zlib": lambda c: stage_ours(c, "zlib")}[name]
     started = time.monotonic()
     values = runner(ctx)
     seconds = values.pop("seconds_override", None) or (time.monotonic() - started)
@@ -227,7 +241,7 @@ def main(argv=None):
 
 
 def _brief(value):
-    keys = ("cpu_seconds", "cores_used", "convert_seconds", "upload_seconds", "output_bytes", "compressed_bytes", "peak_disk", "peak_rss_kib", "cache")
+    keys = ("cpu_seconds", "cores_used", "convert_seconds", "upload_seconds", "output_bytes", "compressed_bytes", "peak_disk", "peak_rss_kib", "cache", "compressor")
     return " ".join("%s=%s" % (k, round(value[k], 2) if isinstance(value[k], float) else value[k]) for k in keys if k in value)
 
 
@@ -237,7 +251,7 @@ def summarise(results, source, args):
                   cpu_count=os.cpu_count(), loadavg=os.getloadavg(), repeat=args.repeat, stages=results, summary=lines)
     bounds = [results[k]["seconds"] for k in ("bound-read", "bound-compress", "bound-upload") if k in results]
     naive = results.get("naive", {}).get("seconds")
-    for name in ("ours-zlib", "ours-zstd", "ours-zlib-256k"):
+    for name in OURS:
         ours = results.get(name, {}).get("seconds")
         if ours is None:
             continue

@@ -63,11 +63,16 @@ def stage_progress(run, host, stage):
     return percents, final
 
 
-def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk):
+STAGES = {"stream": ("stream",), "staged": ("convert", "upload")}
+
+
+@pytest.mark.parametrize("data_path", sorted(STAGES))
+def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, data_path):
     # Short polls, one conversion coroutine and small parts, so that the stages last several polls
     # and report progress while they run (each poll returns at once when its stage ends).
     site = make_site(tmp_path, s3_server, [big_disk, disk_templates[1]], ["web01", "db01"], poll_wait=0.3,
-                     extra=dict(replication_coroutines=1, replication_part_size_mb=5, replication_concurrency=1))
+                     extra=dict(replication_coroutines=1, replication_part_size_mb=5, replication_concurrency=1,
+                                replication_data_path=data_path))
 
     # Check mode first: says what would happen, creates nothing, uses no async job.
     run = site.run(check=True)
@@ -104,11 +109,11 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk):
         assert re.search(r"%s: replicated %s" % (name, result["image"]), run.stdout), run.stdout
 
     # Progress: lines in the output, and ansible-runner events with percent < 100 before the stage ended.
-    assert re.search(r"^(web01|db01) \| convert: \d+\.\d% \(", run.stdout, re.M), run.stdout
-    assert re.search(r"^(web01|db01) \| upload: ", run.stdout, re.M), run.stdout
+    for stage in STAGES[data_path]:
+        assert re.search(r"^(web01|db01) \| %s: \d+\.\d%% \(" % stage, run.stdout, re.M), run.stdout
     seen_running = False
     for name in site.disks:
-        for stage in ("convert", "upload"):
+        for stage in STAGES[data_path]:
             percents, final = stage_progress(run, name, stage)
             assert final and final["state"] == "finished" and final["percent"] == 100.0, (name, stage, final)
             seen_running = seen_running or any(p < 100 for p in percents)
@@ -245,8 +250,8 @@ def test_secret_never_leaks(tmp_path, s3_server, disk_templates):
     assert run.status == "successful", run.stdout[-5000:]
     # The sampler did see the run: module processes and the progress files written while stages ran.
     assert any("ansible" in text and "AnsiballZ" in text for text in sampler.texts)
-    assert any('"stage": "convert"' in text for text in sampler.texts)
-    assert "vmimage.replication.cos_upload" in run.stdout or "cos_upload" in run.stdout
+    assert any('"stage": "stream"' in text for text in sampler.texts)
+    assert "AnsiballZ_image_upload" in run.stdout
     assert secret not in run.stdout
     for item in run.events:
         assert secret not in json.dumps(item), item.get("event")
@@ -353,5 +358,5 @@ def test_stage_timeout_names_the_option(tmp_path, s3_rclone, big_disk):
     run = site.run(replication_stage_timeout=1)
     assert run.status == "failed", run.stdout
     error = summary(run)["web01"]["error"]
-    assert error == "Failed to convert web01: exceeded replication_stage_timeout=1s; raise replication_stage_timeout", error
+    assert error == "Failed to convert and upload web01: exceeded replication_stage_timeout=1s; raise replication_stage_timeout", error
     assert site.leftovers() == {}

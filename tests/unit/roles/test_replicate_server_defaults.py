@@ -52,3 +52,7 @@ def test_module_defaults_match_the_role(tmp_path):
     assert mapping["replication_coroutines"] == qemu_convert.OPTIONS["coroutines"]["default"]
     assert mapping["replication_part_size_mb"] == cos_upload.OPTIONS["part_size_mb"]["default"]
     assert mapping["replication_concurrency"] == cos_upload.OPTIONS["concurrency"]["default"]
+    from ansible_collections.vmimage.replication.plugins.modules import image_upload
+
+    for option in ("part_size_mb", "concurrency", "compression_type", "verify"):
+        assert mapping["replication_%s" % option] == image_upload.OPTIONS[option]["default"], option
