@@ -241,7 +241,8 @@ def main(argv=None):
 
 
 def _brief(value):
-    keys = ("cpu_seconds", "cores_used", "convert_seconds", "upload_seconds", "output_bytes", "compressed_bytes", "peak_disk", "peak_rss_kib", "cache", "compressor")
+    keys = ("cpu_seconds", "cores_used", "convert_seconds", "upload_seconds", "output_bytes", "compressed_bytes", "peak_disk", "peak_rss_kib",
+            "cache", "compressor")
     return " ".join("%s=%s" % (k, round(value[k], 2) if isinstance(value[k], float) else value[k]) for k in keys if k in value)
 
 

@@ -8,6 +8,8 @@ export PATH="$root/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
 staged=.build/collections/ansible_collections/vmimage/replication
 if [ "$#" -gt 0 ]; then stages=("$@"); else stages=(sanity lint unit integration); fi
+# Sanity and lint read the staged copy: stage the working tree as it is now.
+bash hack/stage-collection.sh || exit 2
 
 run_stage() {
   case "$1" in

@@ -19,7 +19,7 @@ description:
     is completed (O(verify)), and every part is checked by its MD5.
   - The QCOW2 is spooled to O(work_dir) (it needs at most the compressed size there) and removed
     whatever happens. A failed upload is aborted unless O(keep_incomplete=true).
-  - Resumable. An interrupted multipart upload of the same key is continued: the conversion is
+  - Resumable. An interrupted multipart upload of the same key is continued. The conversion is
     deterministic, so the parts already stored whose MD5 matches are kept, not sent again.
   - Idempotent. When the object at O(key) was made from the same state of O(src) (its size,
     modification time and inode, recorded as C(src-fingerprint)) with the same conversion, nothing
@@ -124,7 +124,7 @@ options:
     type: bool
     default: false
 notes:
-  - Memory stays bounded: a few compressed chunks per thread and O(concurrency) parts in flight.
+  - Memory stays bounded, with a few compressed chunks per thread and O(concurrency) parts in flight.
 seealso:
   - module: vmimage.replication.qemu_convert
   - module: vmimage.replication.cos_upload
