@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -57,6 +58,22 @@ def bucket(s3_server):
 @pytest.fixture
 def module_runner():
     return run_module
+
+
+@pytest.fixture
+def attach_loop():
+    """``attach_loop(path)`` -> a real block device (loop) over ``path``, detached afterwards; skips where none can be made."""
+    devices = []
+
+    def attach(path):
+        proc = subprocess.run(["losetup", "-f", "--show", str(path)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.skip("cannot attach a loop device here: %s" % proc.stderr.strip())
+        devices.append(proc.stdout.strip())
+        return devices[-1]
+    yield attach
+    for device in devices:
+        subprocess.run(["losetup", "-d", device], check=False)
 
 
 # --- sshd test hosts (tests/peers/sshd.py) -------------------------------------------------

@@ -99,6 +99,19 @@ def test_multipart_stream_with_zstd(s3_server, bucket, module_runner, tmp_path, 
     assert pending(s3_server, bucket, key) == []
 
 
+def test_block_device_source(s3_rclone, module_runner, tmp_path, work_dir, attach_loop):
+    src = disk(tmp_path, noisy_mib=3)
+    device = attach_loop(src)
+    bucket, key = s3_rclone.make_bucket("image-upload-blockdev"), "images/blk/blk.qcow2"
+    first = module_runner("image_upload", args(s3_rclone, bucket, key, device, work_dir, verify="compare"))
+    assert not first.get("failed"), first
+    assert first["virtual_size"] == 64 * MIB and first["read_bytes"] == 64 * MIB, "a block device is read whole"
+    assert first["metadata"]["src-fingerprint"] == ""
+    assert downloaded_matches(s3_rclone, bucket, key, src, tmp_path)
+    again = module_runner("image_upload", args(s3_rclone, bucket, key, device, work_dir))
+    assert again["changed"] is True and again["sha256"] == first["sha256"], "no fingerprint: converted again, to the same bytes"
+
+
 DRIVER = r"""
 import json, os, sys, time
 sys.path[:0] = [os.environ["VMI_ROOT"], os.environ["VMI_COLLECTIONS"]]

@@ -205,18 +205,11 @@ def test_sparse_copy_skips_zero_blocks(tmp_path):
 
 
 @pytest.fixture
-def loop_device(ext4_raw, tmp_path):
-    """A real block device (loop) over a copy of the ext4 image; skipped where loop devices cannot be made."""
+def loop_device(ext4_raw, tmp_path, attach_loop):
+    """A real block device (loop) over a copy of the ext4 image."""
     backing = tmp_path / "backing.img"
     subprocess.run(["cp", "--sparse=always", str(ext4_raw), str(backing)], check=True)
-    proc = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip("cannot attach a loop device here: %s" % proc.stderr.strip())
-    device = proc.stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
+    return attach_loop(backing)
 
 
 def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw, tmp_path):
