@@ -223,7 +223,7 @@ def test_bad_metadata_key_is_refused(s3_server, bucket, module_runner, tmp_path)
 
 
 def test_api_key_without_reachable_iam_fails_clearly(s3_server, bucket, module_runner, tmp_path):
-    """The IAM API-key path: no IAM token endpoint runs here, so only its failure is tested (nothing listens on the port)."""
+    """The IAM API-key path when nothing listens at the token endpoint (test_iam_api_key.py has the working path)."""
     api_key = "ibmApiKeyS3cretValue0123456789abcdef"
     iam = "http://127.0.0.1:%d/identity/token" % free_port()
     cos = dict(endpoint=s3_server.endpoint, region=s3_server.region, api_key=api_key, service_instance_id="crn:v1:test", iam_endpoint=iam)
