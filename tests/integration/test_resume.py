@@ -112,7 +112,7 @@ def test_interrupted_upload_is_resumed_by_the_next_run(tmp_path, s3_server, prox
     assert key and key.startswith("images/%s/" % SERVER), failed
     error = failed["error"]
     assert "AccessDenied" in error or "Access Denied" in error, error
-    assert site.bucket in error or key in error, error
+    assert "Failed to upload s3://%s/%s" % (site.bucket, key) in error, error
     assert "also failed to clean up" not in error, error
     assert proxy.forwarded_parts and len(proxy.forwarded_parts) == KEPT_PARTS, proxy.forwarded_parts
     assert proxy.refused_parts, "the run failed without sending a part the proxy refused"
@@ -140,8 +140,11 @@ def test_interrupted_upload_is_resumed_by_the_next_run(tmp_path, s3_server, prox
     assert snapshot_time(result["key"]) == snapshot_time(key)
     catalog = site.catalog(SERVER)
     assert isinstance(catalog, dict), catalog
-    assert [entry["key"] for entry in catalog["images"]] == [key], catalog
-    assert catalog["images"][0].get("name", result["image"]) == result["image"], catalog
+    assert [image["key"] for image in catalog["images"]] == [key], catalog
+    entry = catalog["images"][0]
+    assert entry["name"] == result["image"] == "%s-%s" % (SERVER, snapshot_time(key)), catalog
+    assert re.sub(r"\D", "", entry["snapshot_time"])[:14] == snapshot_time(key).replace("-", ""), catalog  # the first run's snapshot
+    assert entry["sha256"] == result["sha256"], (entry, result)
 
     uploads_done = upload_results(run)
     assert len(uploads_done) == 1, uploads_done
@@ -169,6 +172,8 @@ def test_interrupted_upload_is_cleaned_up_by_default(tmp_path, s3_server, proxy,
     assert run.status == "failed", run.stdout
     failed = summary(run)[SERVER]
     assert failed["status"] == "failed", failed
+    assert "Failed to upload s3://%s/%s" % (site.bucket, failed["key"]) in failed["error"], failed["error"]
+    assert "AccessDenied" in failed["error"], failed["error"]
     assert "also failed to clean up" not in failed["error"], failed["error"]
     assert len(proxy.forwarded_parts) == KEPT_PARTS, proxy.forwarded_parts
 
