@@ -231,6 +231,23 @@ def _result(manifest, image, previous, pruned, changed, orphaned=()):
                 pruned=[e["name"] for e in pruned], images=[public(e) for e in _sorted(manifest["images"])], orphaned=list(orphaned))
 
 
+def plan_import(manifest, image, keep_last, keep_days=None, now=None):
+    """Rotate and prune ``manifest`` (its ``images`` already hold ``image``) in place; ``(previous latest, pruned entries)``.
+
+    The newest image by snapshot time is the latest: an older snapshot is added without moving it.
+    Pure, so that a check-mode run can show the same answer for an image not uploaded yet.
+    """
+    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
+    previous = None
+    if latest is None or _naming.parse_time(image["snapshot_time"]) > _naming.parse_time(latest["snapshot_time"]):
+        previous = latest
+        manifest["latest"] = image["name"]
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    pruned = [e for e in _naming.select_prune(manifest["images"], keep_last, keep_days, now, latest=manifest["latest"]) if e["name"] != image["name"]]
+    manifest["images"] = [e for e in manifest["images"] if e not in pruned]
+    return previous, pruned
+
+
 def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None, check_mode=False, now=None):
     """Add the object at ``key`` to the catalog, rotate the latest, prune past retention.
 
@@ -251,15 +268,7 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
             raise ReplicationError("Failed to import image s3://%s/%s: image %s of the same snapshot time is already in the catalog as %s; "
                                    "remove it first with state=absent" % (catalog.bucket, key, image["name"], clash["key"]), key=key)
         manifest["images"] = [e for e in manifest["images"] if e["key"] != key] + [image]
-    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
-    previous = None
-    if latest is None or _naming.parse_time(image["snapshot_time"]) > _naming.parse_time(latest["snapshot_time"]):
-        previous = latest
-        manifest["latest"] = image["name"]
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    pruned = _naming.select_prune(manifest["images"], keep_last, keep_days, now, latest=manifest["latest"])
-    pruned = [e for e in pruned if e["key"] != key]
-    manifest["images"] = [e for e in manifest["images"] if e not in pruned]
+    previous, pruned = plan_import(manifest, image, keep_last, keep_days, now)
     changed = _sorted(manifest["images"]) != _sorted(before["images"]) or manifest["latest"] != before["latest"]
     orphaned = []
     if changed and not check_mode:

@@ -145,6 +145,13 @@ def test_rotation_and_retention(tmp_path, s3_server, disk_templates, module_runn
     for turn in range(4):
         if turn:
             change_disk(disk)
+            # Check mode says what the import would rotate and prune, and changes nothing.
+            objects = site.objects()
+            check = summary(site.run(check=True))["app01"]
+            assert check["status"] == "would-replicate" and check["latest"] == check["image"] != names[-1], check
+            assert check["previous_latest"] == names[-1]
+            assert check["pruned"] == (names[-2:-1] if turn >= 2 else [])
+            assert site.objects() == objects
         run = site.run()
         assert run.status == "successful", run.stdout
         result = summary(run)["app01"]

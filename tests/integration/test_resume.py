@@ -114,6 +114,8 @@ def test_interrupted_upload_is_resumed_by_the_next_run(tmp_path, s3_server, prox
     assert "AccessDenied" in error or "Access Denied" in error, error
     assert "Failed to upload s3://%s/%s" % (site.bucket, key) in error, error
     assert "also failed to clean up" not in error, error
+    assert error.endswith("the upload, the snapshot and the run directory are kept: run again to resume it"), error
+    assert failed["uploaded_bytes"] is None and failed["resumed_parts"] is None, failed
     assert proxy.forwarded_parts and len(proxy.forwarded_parts) == KEPT_PARTS, proxy.forwarded_parts
     assert proxy.refused_parts, "the run failed without sending a part the proxy refused"
 
@@ -154,6 +156,7 @@ def test_interrupted_upload_is_resumed_by_the_next_run(tmp_path, s3_server, prox
     assert total_parts > len(kept_parts) + 1, uploaded  # the image is several parts, more than were kept
     assert uploaded["resumed_parts"] >= KEPT_PARTS, uploaded
     assert uploaded["uploaded_bytes"] < uploaded["size"], uploaded
+    assert (result["resumed_parts"], result["uploaded_bytes"]) == (uploaded["resumed_parts"], uploaded["uploaded_bytes"]), result
     # What the endpoint was sent: the parts not kept, each once.
     assert len(proxy.forwarded_parts) == total_parts - uploaded["resumed_parts"], (proxy.forwarded_parts, uploaded)
     assert len(proxy.forwarded_parts) < total_parts
@@ -173,6 +176,7 @@ def test_interrupted_upload_is_cleaned_up_by_default(tmp_path, s3_server, proxy,
     failed = summary(run)[SERVER]
     assert failed["status"] == "failed", failed
     assert "Failed to upload s3://%s/%s" % (site.bucket, failed["key"]) in failed["error"], failed["error"]
+    assert "run again to resume" not in failed["error"], failed["error"]
     assert "AccessDenied" in failed["error"], failed["error"]
     assert "also failed to clean up" not in failed["error"], failed["error"]
     assert len(proxy.forwarded_parts) == KEPT_PARTS, proxy.forwarded_parts

@@ -135,7 +135,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _any(self):
         self.owner.requests += 1
-        path, _, query = self.path.partition("?")
+        path, _sep, query = self.path.partition("?")
         headers = {name.lower() for name in self.headers.keys()}
         if is_upload_part(self.command, query, headers):
             number = int(urllib.parse.parse_qs(query)["partNumber"][0])
@@ -182,7 +182,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             yield block
 
     def _discard_body(self):
-        for _ in self._body_blocks():
+        for _block in self._body_blocks():
             pass
 
     # --- answers -----------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _relay(self, response):
         headers = [(n, v) for n, v in response.getheaders() if n.lower() not in HOP_BY_HOP and n.lower() != "transfer-encoding"]
-        has_length = any(n.lower() == "content-length" for n, _ in headers)
+        has_length = any(n.lower() == "content-length" for n, _value in headers)
         bodiless = self.command == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200
         body = None
         if not has_length and not bodiless:  # the upstream sent it chunked: buffer it to give its length
