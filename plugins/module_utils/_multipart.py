@@ -110,9 +110,19 @@ class _Counter:
                 self.progress.update(self.done)
 
 
-def _send_part(client, bucket, key, upload_id, fd, path, number, offset, length, counter, stop):
+def opaque_etag(response):
+    """True when the endpoint says the data is stored encrypted with SSE-KMS or SSE-C.
+
+    Such ETags are not the MD5 of the data (AWS documents this); the Content-MD5 sent with the
+    part is then what the endpoint checked the bytes against.
+    """
+    return (response.get("ServerSideEncryption") or "").startswith("aws:kms") or bool(response.get("SSECustomerAlgorithm"))
+
+
+def send_part(client, bucket, key, upload_id, fd, path, number, offset, length, counter, stop):
+    """Send one part with its Content-MD5; ``(number, ETag, MD5)``, the ETag checked to be the MD5 unless it is opaque."""
     if stop.is_set():
-        return number, None
+        return number, None, None
     data = read_part(fd, offset, length, path)
     digest = hashlib.md5(data)  # nosec - S3 part integrity, not security
     response = client.upload_part(
@@ -120,23 +130,23 @@ def _send_part(client, bucket, key, upload_id, fd, path, number, offset, length,
         ContentMD5=base64.b64encode(digest.digest()).decode("ascii"),
     )
     etag = (response.get("ETag") or "").strip('"')
-    if etag != digest.hexdigest():
+    if etag != digest.hexdigest() and not opaque_etag(response):
         raise ReplicationError(
             "Failed to upload part %d of s3://%s/%s: the endpoint answered ETag %s, the part's MD5 is %s; retry the upload"
             % (number, bucket, key, etag, digest.hexdigest()), bucket=bucket, key=key,
         )
     counter.add(length)
-    return number, etag
+    return number, etag, digest.hexdigest()
 
 
 def _send_parts(client, bucket, key, upload_id, fd, path, todo, concurrency, counter):
     etags = {}
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
-        futures = [pool.submit(_send_part, client, bucket, key, upload_id, fd, path, n, o, ln, counter, stop) for n, o, ln in todo]
+        futures = [pool.submit(send_part, client, bucket, key, upload_id, fd, path, n, o, ln, counter, stop) for n, o, ln in todo]
         try:
             for future in concurrent.futures.as_completed(futures):
-                number, etag = future.result()
+                number, etag, _md5 = future.result()
                 etags[number] = etag
         except BaseException:
             stop.set()

@@ -71,7 +71,7 @@ class GrowingUpload:
         self._submit(number, offset, length)
 
     def _submit(self, number, offset, length):
-        self._futures[number] = self._pool.submit(_multipart._send_part, self.client, self.bucket,  # pylint: disable=protected-access
+        self._futures[number] = self._pool.submit(_multipart.send_part, self.client, self.bucket,
                                                   self.key, self.upload_id, self.fd, self.path, number, offset, length, self._counter, self._stop)
 
     def _start_afresh(self):
@@ -105,9 +105,9 @@ class GrowingUpload:
     def complete(self):
         """Wait for every part, complete the upload and check the ETag it got; the parts' MD5s, in order."""
         etags = dict(self.kept)
+        md5s = dict(self.kept)
         for number, future in self._futures.items():
-            _number, etag = future.result()
-            etags[number] = etag
+            _number, etags[number], md5s[number] = future.result()
         numbers = sorted(self._ranges)
         if numbers != list(range(1, len(numbers) + 1)) or set(etags) != set(numbers):
             raise ReplicationError("Failed to upload s3://%s/%s: parts %s were not all sent; retry the upload" % (self.bucket, self.key, numbers))
@@ -116,13 +116,13 @@ class GrowingUpload:
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": '"%s"' % etags[n]} for n in numbers]},
         )
         self.sent_bytes = self._counter.sent
-        md5s = [etags[n] for n in numbers]
         stored = (answer.get("ETag") or "").strip('"')
-        expected = multipart_etag(md5s)
-        if stored.endswith("-%d" % len(md5s)) and stored != expected:  # an S3-style multipart ETag must be ours
+        expected = multipart_etag([md5s[n] for n in numbers])
+        md5_etags = all(etags[n] == md5s[n] for n in numbers)  # not so with SSE-KMS or SSE-C
+        if md5_etags and stored.endswith("-%d" % len(numbers)) and stored != expected:  # an S3-style multipart ETag must be ours
             raise ReplicationError("Failed to upload s3://%s/%s: the endpoint completed it with ETag %s, the parts sent make %s; retry the upload"
                                    % (self.bucket, self.key, stored, expected), bucket=self.bucket, key=self.key)
-        return md5s
+        return [md5s[n] for n in numbers]
 
     def close(self, abort):
         """Stop sending; abort the multipart upload when ``abort`` (its failure is not the one to report)."""
