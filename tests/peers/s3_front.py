@@ -110,3 +110,21 @@ class S3Front:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815 - http.server's naming
         return Handler
+
+
+class RegionalFront(S3Front):
+    """Buckets that live in ``location`` (IBM COS style, for example ``eu-de-standard``): what GetBucketLocation answers.
+
+    Neither local server records a bucket's region; IBM COS and AWS answer it, and the modules check it.
+    """
+
+    def __init__(self, upstream, location):
+        super().__init__(upstream)
+        self.location = location
+
+    def rewrite_response(self, method, path, status, headers, body):
+        if method == "GET" and status == 200 and urllib.parse.urlsplit(path).query in ("location", "location="):
+            body = ('<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="http://s3.amazonaws.com/doc/2006-03-01/">%s'
+                    "</LocationConstraint>" % self.location).encode()
+            headers = dict(headers, **{"Content-Type": "application/xml"})
+        return status, headers, body

@@ -230,3 +230,22 @@ def test_api_key_without_reachable_iam_fails_clearly(s3_server, bucket, module_r
     result = module_runner("cos_upload", dict(cos=cos, bucket=bucket, key="k/i.img", src=make_file(tmp_path / "i.img", 1)))
     assert result.get("failed") and result["msg"].startswith("Failed to reach bucket %s at %s: no IAM token from %s" % (bucket, s3_server.endpoint, iam))
     assert "cos.api_key" in result["msg"] and api_key not in json.dumps(result) and "********" not in result["msg"]
+
+
+@pytest.mark.parametrize("module", ["cos_upload", "image_upload"])
+def test_a_bucket_in_another_region_is_refused_before_anything_is_sent(s3_server, bucket, module_runner, tmp_path, module):
+    from tests.peers.s3_front import RegionalFront
+
+    src = make_file(tmp_path / "r.img", 1)
+    work = tmp_path / "work"
+    work.mkdir()
+    extra = dict(work_dir=str(work)) if module == "image_upload" else {}
+    with RegionalFront(s3_server, "eu-de-standard") as front:
+        result = module_runner(module, dict(cos=s3_server.cos(endpoint=front.endpoint), bucket=bucket, key="k/r.img", src=src, **extra))
+    assert result.get("failed") and result["msg"].startswith("Failed to reach bucket %s at %s: WrongRegion: the bucket lives in region eu-de, "
+                                                             "not us-south" % (bucket, front.endpoint)), result
+    assert result["code"] == "WrongRegion" and result["bucket_region"] == "eu-de" and "cos.region" in result["msg"]
+    assert _cos.list_uploads(s3_server.client(), bucket) == [] and _cos.head(s3_server.client(), bucket, "k/r.img") is None
+    with RegionalFront(s3_server, "us-south-standard") as front:  # its own region: fine
+        result = module_runner(module, dict(cos=s3_server.cos(endpoint=front.endpoint), bucket=bucket, key="k/r.img", src=src, **extra))
+    assert not result.get("failed"), result
