@@ -17,6 +17,7 @@ import collections
 import concurrent.futures
 import errno
 import os
+import stat
 
 CHUNK_BYTES = 2 * 1024 * 1024  # per task: large enough to amortise the pool, small enough to spread the work
 
@@ -64,9 +65,13 @@ def read_exact(fd, length, offset):
     return data
 
 
-def compress_chunk(fd, offset, length, cluster_size, compress):
-    """``[(guest cluster, payload, compressed)]`` for the non-zero clusters of one chunk."""
-    data = read_exact(fd, length, offset)
+def compress_chunk(fd, offset, length, cluster_size, compress, end=None):
+    """``[(guest cluster, payload, compressed)]`` for the non-zero clusters of one chunk.
+
+    Bytes at or past ``end`` (the source's own size, when qemu rounds it up to whole sectors) read as zeros.
+    """
+    readable = length if end is None else max(0, min(length, end - offset))
+    data = read_exact(fd, readable, offset) + bytes(length - readable)
     zero = bytes(cluster_size)
     out = []
     for start in range(0, length, cluster_size):
@@ -86,6 +91,7 @@ def compress_chunk(fd, offset, length, cluster_size, compress):
 def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, extents=None):
     """Feed the volume open at ``fd`` (``size`` bytes) through ``writer``; returns bytes of source read."""
     cluster_size = writer.layout.cluster_size
+    end = os.fstat(fd).st_size if stat.S_ISREG(os.fstat(fd).st_mode) else size
     chunks = chunk_plan(data_extents(fd, size) if extents is None else extents, size, cluster_size)
     total = sum(length for _offset, length in chunks)
     done = 0
@@ -98,7 +104,7 @@ def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None
                     chunk = next(pending, None)
                     if chunk is None:
                         break
-                    window.append((chunk[1], pool.submit(compress_chunk, fd, chunk[0], chunk[1], cluster_size, compress)))
+                    window.append((chunk[1], pool.submit(compress_chunk, fd, chunk[0], chunk[1], cluster_size, compress, end)))
                 if not window:
                     break
                 length, future = window.popleft()

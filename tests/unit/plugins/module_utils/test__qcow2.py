@@ -94,6 +94,24 @@ def test_images_check_clean_and_equal_their_source(tmp_path, case):
     assert finals == sorted(finals), "the final position only grows"
 
 
+def test_empty_and_odd_sized_sources(tmp_path):
+    # qemu rounds a raw file up to whole sectors: the bytes past its end read as zeros.
+    for size, data in ((0, b""), (34, b"hello, not a multiple of 512 bytes")):
+        src = tmp_path / ("src-%d.img" % size)
+        src.write_bytes(data)
+        virtual = json.loads(qemu_img("info", "--output=json", "-f", "raw", str(src)).stdout)["virtual-size"]
+        fd = os.open(str(src), os.O_RDONLY)
+        out = os.open(str(tmp_path / "out.qcow2"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            writer = _qcow2.StreamWriter(_qcow2.Layout(virtual), lambda d: os.write(out, d), lambda d, o: os.pwrite(out, d, o))
+            _stream.convert(fd, virtual, writer, _qcow2.make_compressor("zlib")[0], 2)
+            writer.finish()
+        finally:
+            os.close(fd)
+            os.close(out)
+        assert_same(str(src), str(tmp_path / "out.qcow2"))
+
+
 def test_zero_clusters_are_not_stored_and_incompressible_ones_are_stored_whole(tmp_path):
     src = write_sparse(tmp_path / "src.img", 8 * MIB, [(0, text(MIB)), (4 * MIB, noise(MIB, b"n"))])
     writer, end, _finals = stream(src, str(tmp_path / "out.qcow2"))
