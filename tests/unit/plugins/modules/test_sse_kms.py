@@ -48,8 +48,8 @@ def test_an_etag_that_is_not_the_md5_without_encryption_is_an_error(s3_server, b
     fd_path = make_file(tmp_path / "p.img", 1)
     with open(fd_path, "rb") as handle:
         with pytest.raises(ReplicationError, match="the endpoint answered ETag"):
-            _multipart.send_part(Lying(), bucket, "k", "u", handle.fileno(), fd_path, 1, 0, MIB, _multipart._Counter(None, 0),  # pylint: disable=protected-access
-                                 _Never())
+            counter = _multipart._Counter(None, 0)  # pylint: disable=protected-access
+            _multipart.send_part(Lying(), bucket, "k", "u", handle.fileno(), fd_path, 1, 0, MIB, counter, _Never())
 
 
 class _Never:
