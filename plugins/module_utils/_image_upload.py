@@ -109,7 +109,8 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
     spool = spool_path(work_dir, key)
     _files.remove(spool)  # left by a run that was killed
     _qemu.check_free_space(bound, work_dir, _files.free_bytes(work_dir))
-    part_size = _multipart.plan_part_size(bound, params["part_size_mb"] * _multipart.MIB)
+    # Part 1 is sent last because it holds the front, written last: it must hold all of it (large clusters, huge disks).
+    part_size = _multipart.plan_part_size(bound, max(params["part_size_mb"] * _multipart.MIB, layout.data_start))
     out = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     upload = None
     done = False

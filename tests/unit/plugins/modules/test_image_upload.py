@@ -242,3 +242,14 @@ def test_non_raw_sources_and_bad_options_fail_clearly(s3_rclone, module_runner, 
             assert server.endpoint in result["msg"] and result["bucket"] == module_args["bucket"], result
         assert SECRET_ACCESS_KEY not in json.dumps(result)
     assert _cos.list_uploads(server.client(), bucket) == []
+
+
+def test_part_one_holds_the_whole_front_with_large_clusters(s3_rclone, module_runner, tmp_path, work_dir):
+    # 2 MiB clusters: header, L1 and refcount table take 6 MiB, more than a 5 MiB part. Part 1 grows to hold them,
+    # so no later part is sent before the front is written.
+    src = disk(tmp_path, noisy_mib=14)
+    bucket, key = s3_rclone.make_bucket("image-upload-front"), "images/big/big.qcow2"
+    done = module_runner("image_upload", args(s3_rclone, bucket, key, src, work_dir, cluster_size=2 * MIB, part_size_mb=5))
+    assert not done.get("failed"), done
+    assert done["part_size"] >= 6 * MIB and done["parts"] >= 2, done
+    assert downloaded_matches(s3_rclone, bucket, key, src, tmp_path)
