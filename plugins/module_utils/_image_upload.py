@@ -13,6 +13,7 @@ is given it by a server-side copy onto itself.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import time
@@ -95,8 +96,43 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
         os.close(fd)
 
 
-def spool_path(work_dir, key):
-    return os.path.join(work_dir, ".%s.stream.partial" % key.replace("/", "_"))
+def spool_path(work_dir, bucket, key):
+    return os.path.join(work_dir, ".%s_%s.stream.partial" % (bucket, key.replace("/", "_")))
+
+
+def open_spool(path, bucket, key):
+    """The spool, locked for this run: one left by a killed run is taken over, one in use is an error."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ReplicationError("Failed to stream to s3://%s/%s: another run is streaming it now (its spool %s is locked); "
+                               "wait for it to end" % (bucket, key, path), bucket=bucket, key=key) from None
+    os.ftruncate(fd, 0)
+    return fd
+
+
+def write_all(fd, data):
+    """``os.write`` until all of ``data`` is written (a short write would shift every later offset)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def set_metadata(client, bucket, key, size, metadata):
+    """Give the completed object its metadata (sha256 included); if that fails, delete it rather than leave it without."""
+    try:
+        _cos.replace_metadata(client, bucket, key, size, metadata)
+    except (_cos.ClientError, _cos.BotoCoreError, ReplicationError) as exc:
+        cause = exc.msg if isinstance(exc, ReplicationError) else "%s: %s" % (_cos.error_code(exc), exc)
+        try:
+            _cos.delete_object(client, bucket, key)
+            fate = "it was deleted"
+        except Exception:  # pylint: disable=broad-except
+            fate = "it is left without them; delete it or run again"
+        raise ReplicationError("Failed to set the metadata (sha256...) of s3://%s/%s after its upload: %s; %s"
+                               % (bucket, key, cause, fate), bucket=bucket, key=key) from None
 
 
 def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, clock, **extra):
@@ -104,20 +140,19 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
     src, bucket, key = params["src"], params["bucket"], params["key"]
     layout = _qcow2.Layout(virtual_size, params["cluster_size"])
     extents = _stream.data_extents(fd, virtual_size)
-    bound = layout.upper_bound(sum(end - start for start, end in extents))
+    data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in _stream.chunk_plan(extents, virtual_size, layout.cluster_size))
     work_dir = params["work_dir"]
-    spool = spool_path(work_dir, key)
-    _files.remove(spool)  # left by a run that was killed
-    _qemu.check_free_space(bound, work_dir, _files.free_bytes(work_dir))
+    spool = spool_path(work_dir, bucket, key)
+    _qemu.check_free_space(layout.uncompressed_size(data_clusters), work_dir, _files.free_bytes(work_dir))
     # Part 1 is sent last because it holds the front, written last: it must hold all of it (large clusters, huge disks).
-    part_size = _multipart.plan_part_size(bound, max(params["part_size_mb"] * _multipart.MIB, layout.data_start))
-    out = os.open(spool, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    part_size = _multipart.plan_part_size(layout.upper_bound(data_clusters), max(params["part_size_mb"] * _multipart.MIB, layout.data_start))
+    out = open_spool(spool, bucket, key)
     upload = None
     done = False
     try:
         upload = GrowingUpload(client, bucket, key, spool, out, part_size, params["concurrency"], metadata,
-                               _multipart.find_resumable(client, bucket, key, params["keep_incomplete"]))
-        writer = _qcow2.StreamWriter(layout, lambda data: os.write(out, data), lambda data, offset: os.pwrite(out, data, offset),
+                               _multipart.find_resumable(client, bucket, key, params["keep_incomplete"]), front=layout.data_start)
+        writer = _qcow2.StreamWriter(layout, lambda data: write_all(out, data), lambda data, offset: os.pwrite(out, data, offset),
                                      params["compression_type"])
         if progress is not None:
             progress.update(0, total=sum(end - start for start, end in extents), force=True)
@@ -132,12 +167,14 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
         if multipart:
             md5s = upload.complete()
             parts, resumed = len(md5s), len(upload.kept)
-            _cos.replace_metadata(client, bucket, key, size, metadata)
+            set_metadata(client, bucket, key, size, metadata)
         else:
             data = _multipart.read_part(out, 0, size, spool)
             client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata,
                               ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode("ascii"))  # nosec - S3 integrity
             parts, resumed = 1, 0
+            if upload.upload_id is not None:  # an interrupted upload of a larger image: it cannot be finished now
+                _cos.abort_upload(client, bucket, key, upload.upload_id)
         stored = _cos.head(client, bucket, key)
         if stored is None or stored["size"] != size or stored["metadata"].get("sha256") != sha256:
             raise ReplicationError("Failed to upload s3://%s/%s: the stored object does not have the size %d and sha256 %s just written; "
@@ -146,8 +183,8 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
     finally:
         if upload is not None:
             upload.close(abort=not done and not params["keep_incomplete"])
+        _files.remove(spool)  # while still locked: a run that starts now makes its own
         os.close(out)
-        _files.remove(spool)
         if progress is not None:
             progress.finish(*(() if done else ("failed",)))
     seconds = max(clock() - started, 1e-6)

@@ -28,6 +28,8 @@ OFLAG_COMPRESSED = 1 << 62
 INCOMPAT_COMPRESSION = 1 << 3
 COMPRESSION_TYPES = {"zlib": 0, "zstd": 1}
 SECTOR = 512
+MAX_L1_BYTES = 32 * 1024 * 1024  # qemu's QCOW_MAX_L1_SIZE
+MAX_REFCOUNT_TABLE_BYTES = 8 * 1024 * 1024  # qemu's QCOW_MAX_REFTABLE_SIZE
 
 
 def _ceil_div(value, divisor):
@@ -57,12 +59,22 @@ class Layout:
         self.l1_offset = cluster_size
         self.refcount_table_offset = self.l1_offset + l1_clusters * cluster_size
         self.data_start = self.refcount_table_offset + self.refcount_table_clusters * cluster_size
+        if self.l1_size * 8 > MAX_L1_BYTES or self.refcount_table_clusters * cluster_size > MAX_REFCOUNT_TABLE_BYTES:
+            raise ValueError("a %d-byte disk is too large for cluster_size %d (qemu limits the L1 table to %d bytes and the refcount table "
+                             "to %d); use a larger cluster_size" % (self.virtual_size, cluster_size, MAX_L1_BYTES, MAX_REFCOUNT_TABLE_BYTES))
 
-    def upper_bound(self, data_bytes):
-        """Largest file for ``data_bytes`` of allocated guest data: what local spool space to ask for."""
-        clusters = _ceil_div(data_bytes, self.cluster_size) + self.l1_size
-        blocks = _ceil_div(self.data_start // self.cluster_size + clusters, self.refcounts_per_block) + 1
-        return self.data_start + (clusters + blocks) * self.cluster_size
+    def uncompressed_size(self, data_clusters):
+        """The file if ``data_clusters`` guest clusters were stored whole: what qemu-img measure answers, the free space asked for."""
+        return self.data_start + (data_clusters + self.l1_size) * self.cluster_size
+
+    def upper_bound(self, data_clusters):
+        """The largest file ``data_clusters`` stored guest clusters can make (it sizes the parts: at most 10,000).
+
+        Each is under one cluster compressed or one whole; a whole one after compressed data is aligned, which pads
+        at most one cluster, and at worst every other one is whole; every L2 table too; then the refcount blocks.
+        """
+        clusters = self.data_start // self.cluster_size + data_clusters + _ceil_div(data_clusters, 2) + 2 * self.l1_size
+        return (clusters + _ceil_div(clusters, self.refcounts_per_block) + 1) * self.cluster_size
 
     def compressed_entry(self, offset, length):
         """The L2 entry of a compressed cluster of ``length`` bytes at host ``offset`` (byte-granular)."""

@@ -74,8 +74,9 @@ def check_source(src):
         raise ReplicationError("Failed to read source disk %s: it does not exist; check src (attach the volume first)" % src) from None
     except PermissionError:
         raise ReplicationError(denied) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ReplicationError("Failed to read source disk %s: it is a directory; src must be a disk image file or a block device" % src)
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "neither a file nor a block device (a pipe, socket or character device)"
+        raise ReplicationError("Failed to read source disk %s: it is %s; src must be a disk image file or a block device" % (src, kind))
     try:
         with open(src, "rb") as handle:
             handle.read(512)

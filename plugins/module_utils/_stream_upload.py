@@ -31,7 +31,9 @@ def multipart_etag(md5_hexdigests):
 class GrowingUpload:
     """Upload parts of ``path`` (open at ``fd``) while it is appended to; see the module docstring."""
 
-    def __init__(self, client, bucket, key, path, fd, part_size, concurrency, metadata, resume=(None, None)):
+    def __init__(self, client, bucket, key, path, fd, part_size, concurrency, metadata, resume=(None, None), front=0):
+        if part_size < front:
+            raise ValueError("part 1 (%d bytes) must hold the whole front of the file (%d bytes): it is written last" % (part_size, front))
         self.client, self.bucket, self.key, self.path, self.fd = client, bucket, key, path, fd
         self.part_size = part_size
         self.metadata = metadata
@@ -57,6 +59,9 @@ class GrowingUpload:
         self._raise_failed()
 
     def _schedule(self, number, offset, length):
+        if number > _multipart.MAX_PARTS:
+            raise ReplicationError("Failed to upload s3://%s/%s: the image outgrew %d parts of %d bytes; raise part_size_mb"
+                                   % (self.bucket, self.key, _multipart.MAX_PARTS, self.part_size), bucket=self.bucket, key=self.key)
         self._ranges[number] = (offset, length)
         if self.upload_id is None:
             self.upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, Metadata=self.metadata)["UploadId"]

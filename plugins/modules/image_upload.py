@@ -10,15 +10,16 @@ module: image_upload
 short_description: Convert a raw volume to compressed QCOW2 and upload it in one pass, the upload overlapping the conversion
 version_added: 0.1.0
 description:
-  - Reads a raw disk image file or block device once, only where it holds data, compresses its
+  - Reads a raw disk image file or block device once (files only where they hold data), compresses its
     clusters on every core, and writes a QCOW2 (version 3) front to back. Each multipart part is
     uploaded as soon as its bytes are final, while later clusters are still being compressed; the
     first part, which holds the header and tables, is sent last.
-  - The same output that M(vmimage.replication.qemu_convert) followed by M(vmimage.replication.cos_upload)
-    give, in about the time of the compression alone. C(qemu-img check) verifies it before the upload
-    is completed (O(verify)), and every part is checked by its MD5.
-  - The QCOW2 is spooled to O(work_dir) (it needs at most the compressed size there) and removed
-    whatever happens. A failed upload is aborted unless O(keep_incomplete=true).
+  - The same image (guest content, format, compression) that M(vmimage.replication.qemu_convert) followed by
+    M(vmimage.replication.cos_upload) give, though not byte for byte, in about the time of the compression alone.
+    C(qemu-img check) verifies it before the upload is completed (O(verify)), and every part is checked by its MD5.
+  - The QCOW2 is spooled to O(work_dir) (it needs the compressed size there; the run starts only when the
+    uncompressed size of the data is free) and removed whatever happens. A failed upload is aborted unless
+    O(keep_incomplete=true).
   - Resumable. An interrupted multipart upload of the same key is continued. The conversion is
     deterministic, so the parts already stored whose MD5 matches are kept, not sent again.
   - Idempotent. When the object at O(key) was made from the same state of O(src) (its size,
@@ -124,7 +125,9 @@ options:
     type: bool
     default: false
 notes:
-  - Memory stays bounded, with a few compressed chunks per thread and O(concurrency) parts in flight.
+  - Memory holds a few compressed chunks per thread, O(concurrency) parts in flight, and two bytes per stored
+    cluster for the refcounts (32 MiB per TiB of output at 64 KiB clusters).
+  - Two runs may not stream the same bucket and key from the same O(work_dir) at once; the second fails at the start.
 seealso:
   - module: vmimage.replication.qemu_convert
   - module: vmimage.replication.cos_upload
@@ -259,9 +262,10 @@ part_size:
   sample: 16777216
 """
 
+import errno
 import os
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _qemu
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
@@ -296,6 +300,7 @@ def _check_params(params):
     except ValueError as exc:
         raise ReplicationError("Failed to stream source disk %s: %s; check cluster_size" % (src, exc)) from None
     _cos.object_metadata(params["metadata"], "")  # bad metadata keys fail before anything is read
+    _qemu.check_source(src)  # local mistakes first, before the endpoint is asked anything
 
 
 def run(module):
@@ -316,6 +321,10 @@ def run(module):
         raise ReplicationError(_cos.explain(exc, "upload", cos, bucket, key), bucket=bucket, key=key, endpoint=cos["endpoint"],
                                code=_cos.error_code(exc))
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ReplicationError("Failed to stream source disk %s to s3://%s/%s: no space left in work_dir %s, where the compressed image "
+                                   "is spooled; free space there or choose a work_dir on a larger file system"
+                                   % (params["src"], bucket, key, params["work_dir"]), bucket=bucket, key=key, endpoint=cos["endpoint"])
         raise ReplicationError("Failed to stream source disk %s to s3://%s/%s at %s: %s" % (params["src"], bucket, key, cos["endpoint"], exc),
                                bucket=bucket, key=key, endpoint=cos["endpoint"])
     result.update(bucket=bucket, endpoint=cos["endpoint"])

@@ -92,6 +92,8 @@ def test_images_check_clean_and_equal_their_source(tmp_path, case):
     assert info["virtual-size"] == size and info["cluster-size"] == CLUSTER
     assert info["format-specific"]["data"]["compression-type"] == "zlib"
     assert finals == sorted(finals), "the final position only grows"
+    data_clusters = sum(-(-n // CLUSTER) for _o, n in _stream.chunk_plan([(o, o + len(d)) for o, d in pieces if d], size, CLUSTER))
+    assert end <= writer.layout.upper_bound(data_clusters), "upper_bound sizes the parts: it must hold"
 
 
 def test_empty_and_odd_sized_sources(tmp_path):
@@ -172,8 +174,24 @@ def test_layout_arithmetic():
     assert (layout.l1_offset, layout.refcount_table_offset, layout.data_start) == (CLUSTER, 2 * CLUSTER, 3 * CLUSTER)
     big = _qcow2.Layout(1024 ** 4)  # 1 TiB: an 8 KiB L1 table, a refcount table that covers the worst case
     assert big.l1_size == 2048 and big.refcount_table_clusters == 1
-    assert big.upper_bound(1024 ** 4) > 1024 ** 4
+    assert big.upper_bound(2 ** 24) > 1.5 * 1024 ** 4 > big.uncompressed_size(2 ** 24) > 1024 ** 4
     assert _qcow2.Layout(0).l1_size == 1
+
+
+def test_padding_worst_case_stays_under_the_upper_bound(tmp_path):
+    # Compressible and incompressible clusters alternate: every whole cluster is padded to alignment.
+    pieces = [(n * CLUSTER, text(CLUSTER, b"%d" % n) if n % 2 == 0 else noise(CLUSTER, b"%d" % n)) for n in range(64)]
+    src = write_sparse(tmp_path / "src.img", 64 * CLUSTER, pieces)
+    writer, end, _finals = stream(src, str(tmp_path / "out.qcow2"))
+    assert writer.stored_clusters == {"compressed": 32, "uncompressed": 32}
+    assert writer.layout.uncompressed_size(64) < end <= writer.layout.upper_bound(64)
+    assert_same(src, str(tmp_path / "out.qcow2"))
+
+
+def test_disks_too_large_for_the_cluster_size_are_refused_up_front():
+    with pytest.raises(ValueError, match="too large for cluster_size 4096.*use a larger cluster_size"):
+        _qcow2.Layout(8 * 1024 ** 4, 4096)
+    assert _qcow2.Layout(15 * 1024 ** 4).refcount_table_clusters == 1
 
 
 @pytest.mark.parametrize("bad", [512, 3000, 65537, 4 * MIB])

@@ -253,3 +253,64 @@ def test_part_one_holds_the_whole_front_with_large_clusters(s3_rclone, module_ru
     assert not done.get("failed"), done
     assert done["part_size"] >= 6 * MIB and done["parts"] >= 2, done
     assert downloaded_matches(s3_rclone, bucket, key, src, tmp_path)
+
+
+def test_one_run_per_spool_at_a_time(tmp_path):
+    path = _image_upload.spool_path(str(tmp_path), "bucket-a", "images/x/x.qcow2")
+    assert path != _image_upload.spool_path(str(tmp_path), "bucket-b", "images/x/x.qcow2")
+    first = _image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2")
+    try:
+        with pytest.raises(_image_upload.ReplicationError, match="another run is streaming it now"):
+            _image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2")
+    finally:
+        os.close(first)
+    os.close(_image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2"))  # a spool left by a killed run is taken over
+    os.unlink(path)
+
+
+def test_a_smaller_image_replaces_an_unfinished_larger_upload(s3_server, bucket, module_runner, tmp_path, work_dir):
+    key = "images/web07/web07.qcow2"
+    client = s3_server.client()
+    stale = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=stale, PartNumber=2, Body=b"x" * (5 * MIB))
+    done = module_runner("image_upload", args(s3_server, bucket, key, disk(tmp_path), work_dir))
+    assert not done.get("failed") and done["parts"] == 1, done
+    assert pending(s3_server, bucket, key) == [], "the unfinished upload was left behind"
+
+
+def test_an_object_whose_metadata_cannot_be_set_is_not_left(s3_server, bucket, module_runner, tmp_path, work_dir, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise _cos.ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "CopyObject")
+    monkeypatch.setattr(_cos, "replace_metadata", refuse)
+    key = "images/web08/web08.qcow2"
+    failed = module_runner("image_upload", args(s3_server, bucket, key, disk(tmp_path, noisy_mib=12), work_dir, part_size_mb=5))
+    assert failed.get("failed") and "Failed to set the metadata (sha256...) of s3://%s/%s" % (bucket, key) in failed["msg"], failed
+    assert "SlowDown" in failed["msg"] and "it was deleted" in failed["msg"]
+    assert _cos.head(s3_server.client(), bucket, key) is None and pending(s3_server, bucket, key) == []
+
+
+def test_no_space_in_work_dir_names_it(s3_rclone, module_runner, tmp_path, monkeypatch):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here: %s" % mounted.stderr.strip())
+    try:
+        monkeypatch.setattr(_image_upload._files, "free_bytes", lambda directory: 1 << 40)  # pylint: disable=protected-access
+        bucket = s3_rclone.make_bucket("image-upload-enospc")
+        failed = module_runner("image_upload", args(s3_rclone, bucket, "k/full.qcow2", disk(tmp_path, noisy_mib=4), small))
+        assert failed.get("failed") and "no space left in work_dir %s" % small in failed["msg"], failed
+        assert os.listdir(small) == [] and _cos.list_uploads(s3_rclone.client(), bucket) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "character device"])
+def test_sources_that_are_not_volumes_are_refused(s3_rclone, module_runner, tmp_path, work_dir, kind):
+    src = str(tmp_path / "pipe")
+    if kind == "fifo":
+        os.mkfifo(src)  # opening it would wait for a writer for ever
+    else:
+        src = "/dev/zero"
+    failed = module_runner("image_upload", args(s3_rclone, "no-bucket-needed", "k/k.qcow2", src, work_dir))
+    assert failed.get("failed") and "neither a file nor a block device" in failed["msg"], failed
