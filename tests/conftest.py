@@ -62,11 +62,12 @@ def module_runner():
 
 @pytest.fixture
 def attach_loop():
-    """``attach_loop(path)`` -> a real block device (loop) over ``path``, detached afterwards; skips where none can be made."""
+    """``attach_loop(path, read_only=False)`` -> a real block device (loop) over ``path``, detached afterwards; skips where none can be made."""
     devices = []
 
-    def attach(path):
-        proc = subprocess.run(["losetup", "-f", "--show", str(path)], capture_output=True, text=True, check=False)
+    def attach(path, read_only=False):
+        proc = subprocess.run(["losetup", "-f", "--show"] + (["-r"] if read_only else []) + [str(path)], capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             pytest.skip("cannot attach a loop device here: %s" % proc.stderr.strip())
         devices.append(proc.stdout.strip())

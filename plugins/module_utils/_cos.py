@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import traceback
@@ -100,6 +101,29 @@ def explain(exc, action, cos, bucket, key=None):
     code = error_code(exc)
     cause = "%s: %s" % (code, _HINTS[code]) if code in _HINTS else str(exc)
     return "Failed to %s %s at %s: %s" % (action, where, cos.get("endpoint"), cause)
+
+
+@contextlib.contextmanager
+def naming_errors(action, cos, bucket, key=None, describe_os_error=None):
+    """Make what an object-storage step raises a ReplicationError naming bucket, key and endpoint (never a secret).
+
+    ``describe_os_error(exc)`` gives the message of a local OSError; without it an OSError passes as it is.
+    """
+    where = dict(bucket=bucket, endpoint=cos.get("endpoint"))
+    if key is not None:
+        where["key"] = key
+    try:
+        yield
+    except ReplicationError as exc:
+        for name, value in where.items():
+            exc.details.setdefault(name, value)
+        raise
+    except (ClientError, BotoCoreError) as exc:
+        raise ReplicationError(explain(exc, action, cos, bucket, key), code=error_code(exc), **where) from None
+    except OSError as exc:
+        if describe_os_error is None:
+            raise
+        raise ReplicationError(describe_os_error(exc), **where) from None
 
 
 _COS_LOCATION_SUFFIX = re.compile(r"-(standard|vault|cold|flex|smart|onerate[_-]active)$")
@@ -260,6 +284,24 @@ def replace_metadata(client, bucket, key, size, metadata, copy_limit=COPY_LIMIT,
         if isinstance(exc, ClientError):
             raise ReplicationError(
                 "Failed to set the metadata of s3://%s/%s: a server-side multipart copy (UploadPartCopy, needed above %d bytes) failed: %s; "
-                "the object is complete but lacks its metadata; use an endpoint that supports UploadPartCopy"
+                "use an endpoint that supports UploadPartCopy"
                 % (bucket, key, copy_limit, error_code(exc) or exc), bucket=bucket, key=key, code=error_code(exc)) from None
         raise
+
+
+def set_metadata(client, bucket, key, size, metadata):
+    """Give an object just uploaded its final metadata (sha256 included); if that fails, delete it rather than leave it without.
+
+    Objects without a sha256 are not images of this collection: image_import refuses them, an upload replaces them.
+    """
+    try:
+        replace_metadata(client, bucket, key, size, metadata)
+    except (ClientError, BotoCoreError, ReplicationError) as exc:
+        cause = exc.msg if isinstance(exc, ReplicationError) else "%s: %s" % (error_code(exc), exc)
+        try:
+            delete_object(client, bucket, key)
+            fate = "it was deleted"
+        except Exception:  # pylint: disable=broad-except
+            fate = "it is left without them; delete it or run again"
+        raise ReplicationError("Failed to set the metadata (sha256...) of s3://%s/%s after its upload: %s; %s"
+                               % (bucket, key, cause, fate), bucket=bucket, key=key) from None

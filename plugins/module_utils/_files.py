@@ -8,6 +8,7 @@ Private to this collection; stdlib only.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,29 @@ def sha256_file(path, buffer_size=SHA256_BUFFER):
                 break
             digest.update(view[:count])
     return digest.hexdigest()
+
+
+def data_extents(fd, size):
+    """(start, end) ranges of the file open at ``fd`` that may hold data (SEEK_DATA/SEEK_HOLE), in order.
+
+    The whole file where the file system cannot say; a block device answers that it is all data.
+    """
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    return
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            yield start, min(end, size)
+            pos = end
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP) or pos:
+            raise
+        yield 0, size
 
 
 def free_bytes(directory):

@@ -54,10 +54,9 @@ def compressor(compression_type, library="auto"):
                                 "conversion host, or choose another compression" % (compression_type, package, package)) from None
 
 
-def plan(client, bucket, key, src, identity, force):
+def plan(client, bucket, key, fingerprint, identity, force):
     """(existing object or None, up to date?): an object made from this source state by the same conversion needs nothing."""
     existing = _cos.head(client, bucket, key)
-    fingerprint = _files.fingerprint(src)
     meta = existing["metadata"] if existing else {}
     current = (existing is not None and not force and fingerprint is not None and meta.get("src-fingerprint") == fingerprint
                and meta.get("conversion") == identity and bool(meta.get("sha256")))
@@ -78,7 +77,8 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
     compress, library = compressor(params["compression_type"], params.get("deflate_library", "auto"))
     fd, virtual_size = open_source(src)
     try:
-        existing, current = plan(client, bucket, key, src, identity, params["force"])
+        fingerprint = _files.fingerprint(src)
+        existing, current = plan(client, bucket, key, fingerprint, identity, params["force"])
         if current:
             meta = existing["metadata"]
             return _result(key, virtual_size, size=existing["size"], sha256=meta["sha256"], etag=existing["etag"], metadata=meta,
@@ -87,7 +87,7 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
         metadata = _cos.object_metadata(params["metadata"], "")
         del metadata["sha256"]  # known at the end; an incomplete upload must not claim one
         metadata.update({"format": "qcow2", "virtual-size": str(virtual_size), "conversion": identity,
-                         "src-fingerprint": _files.fingerprint(src) or ""})
+                         "src-fingerprint": fingerprint or ""})
         if check_mode:
             return _result(key, virtual_size, metadata=metadata, changed=True, compressor=library)
         with terminate_as_error("stream source disk %s to s3://%s/%s" % (src, bucket, key)):
@@ -120,27 +120,12 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def set_metadata(client, bucket, key, size, metadata):
-    """Give the completed object its metadata (sha256 included); if that fails, delete it rather than leave it without."""
-    try:
-        _cos.replace_metadata(client, bucket, key, size, metadata)
-    except (_cos.ClientError, _cos.BotoCoreError, ReplicationError) as exc:
-        cause = exc.msg if isinstance(exc, ReplicationError) else "%s: %s" % (_cos.error_code(exc), exc)
-        try:
-            _cos.delete_object(client, bucket, key)
-            fate = "it was deleted"
-        except Exception:  # pylint: disable=broad-except
-            fate = "it is left without them; delete it or run again"
-        raise ReplicationError("Failed to set the metadata (sha256...) of s3://%s/%s after its upload: %s; %s"
-                               % (bucket, key, cause, fate), bucket=bucket, key=key) from None
-
-
 def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, clock, **extra):
     started = clock()
     src, bucket, key = params["src"], params["bucket"], params["key"]
     layout = _qcow2.Layout(virtual_size, params["cluster_size"])
-    extents = _stream.data_extents(fd, virtual_size)
-    data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in _stream.chunk_plan(extents, virtual_size, layout.cluster_size))
+    chunks = _stream.chunk_plan(list(_files.data_extents(fd, virtual_size)), virtual_size, layout.cluster_size)
+    data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in chunks)
     work_dir = params["work_dir"]
     spool = spool_path(work_dir, bucket, key)
     _qemu.check_free_space(layout.uncompressed_size(data_clusters), work_dir, _files.free_bytes(work_dir))
@@ -155,10 +140,10 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
         writer = _qcow2.StreamWriter(layout, lambda data: write_all(out, data), lambda data, offset: os.pwrite(out, data, offset),
                                      params["compression_type"])
         if progress is not None:
-            progress.update(0, total=sum(end - start for start, end in extents), force=True)
+            progress.update(0, total=sum(length for _offset, length in chunks), force=True)
         read = _stream.convert(fd, virtual_size, writer, compress, params["threads"], on_final=upload.on_final,
                                on_progress=(lambda count, total: progress.update(count)) if progress is not None else None,
-                               extents=extents)
+                               chunks=chunks)
         size = writer.finish()
         verified = _qemu.verify_output(spool, "qcow2", src, "raw", params["verify"])
         multipart = upload.send_rest(size)
@@ -167,7 +152,7 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
         if multipart:
             md5s = upload.complete()
             parts, resumed = len(md5s), len(upload.kept)
-            set_metadata(client, bucket, key, size, metadata)
+            _cos.set_metadata(client, bucket, key, size, metadata)
         else:
             data = _multipart.read_part(out, 0, size, spool)
             client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata,

@@ -80,26 +80,6 @@ def _try_reflink(src_fd, dst_fd):
         raise
 
 
-def _data_extents(fd, size):
-    """(start, end) ranges that may hold data; the whole file where SEEK_DATA is not supported."""
-    pos = 0
-    try:
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    return
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            yield start, min(end, size)
-            pos = end
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP) or pos:
-            raise
-        yield 0, size
-
-
 def _write_nonzero(fd, chunk, offset):
     """Write the runs of ``chunk`` that are not whole zero pages; returns bytes written."""
     view = memoryview(chunk)
@@ -122,7 +102,7 @@ def sparse_copy(src_fd, dst_fd, size, on_chunk=None):
     """Copy ``size`` bytes, leaving holes where the source has holes or zero blocks. Returns bytes written."""
     written = 0
     zero = bytes(BLOCK)
-    for start, end in _data_extents(src_fd, size):
+    for start, end in _files.data_extents(src_fd, size):
         pos = start
         while pos < end:
             chunk = os.pread(src_fd, min(BLOCK, end - pos), pos)

@@ -95,7 +95,9 @@ def reusable_parts(fd, path, size, part_size, listed):
     return keep
 
 
-class _Counter:
+class Counter:
+    """Bytes sent (and done, resumed ones included), reported to the progress file; shared by the sending threads."""
+
     def __init__(self, progress, start):
         self.lock = threading.Lock()
         self.progress = progress
@@ -208,7 +210,7 @@ def upload(client, bucket, key, path, part_size, concurrency, metadata, sha256=N
                                % (path, bucket, key, stored and stored["size"], size), bucket=bucket, key=key)
     if stored["metadata"].get("sha256") != sha256:
         # A resumed upload keeps the metadata it was created with: rewrite it in place.
-        _cos.replace_metadata(client, bucket, key, size, full_metadata)
+        _cos.set_metadata(client, bucket, key, size, full_metadata)
         stored = _cos.head(client, bucket, key)
     if progress is not None:
         progress.finish()
@@ -240,7 +242,7 @@ def _attempt(client, bucket, key, path, fd, size, part_size, concurrency, metada
     if upload_id is None:
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
     resumed_bytes = sum(length for number, _offset, length in ranges if number in kept)
-    counter = _Counter(progress, resumed_bytes)
+    counter = Counter(progress, resumed_bytes)
     try:
         etags = dict(kept)
         etags.update(_send_parts(client, bucket, key, upload_id, fd, path, [r for r in ranges if r[0] not in kept], concurrency, counter))

@@ -19,27 +19,9 @@ import errno
 import os
 import stat
 
+from ansible_collections.vmimage.replication.plugins.module_utils import _files
+
 CHUNK_BYTES = 2 * 1024 * 1024  # per task: large enough to amortise the pool, small enough to spread the work
-
-
-def data_extents(fd, size):
-    """``[(start, end)]`` of the parts of the source that may hold data; the whole source where holes cannot be asked for."""
-    extents = []
-    offset = 0
-    try:
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # no data past offset
-                    break
-                raise
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            extents.append((start, end))
-            offset = end
-    except (OSError, AttributeError):
-        return [(0, size)] if size else []
-    return extents
 
 
 def chunk_plan(extents, size, cluster_size, chunk_bytes=CHUNK_BYTES):
@@ -88,11 +70,15 @@ def compress_chunk(fd, offset, length, cluster_size, compress, end=None):
     return out
 
 
-def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, extents=None):
-    """Feed the volume open at ``fd`` (``size`` bytes) through ``writer``; returns bytes of source read."""
+def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, chunks=None):
+    """Feed the volume open at ``fd`` (``size`` bytes) through ``writer``; returns bytes of source read.
+
+    ``chunks`` is the ``chunk_plan`` of the source, when the caller has made it already.
+    """
     cluster_size = writer.layout.cluster_size
     end = os.fstat(fd).st_size if stat.S_ISREG(os.fstat(fd).st_mode) else size
-    chunks = chunk_plan(data_extents(fd, size) if extents is None else extents, size, cluster_size)
+    if chunks is None:
+        chunks = chunk_plan(list(_files.data_extents(fd, size)), size, cluster_size)
     total = sum(length for _offset, length in chunks)
     done = 0
     window = collections.deque()

@@ -46,7 +46,7 @@ class GrowingUpload:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(concurrency)))
-        self._counter = _multipart._Counter(None, 0)  # pylint: disable=protected-access
+        self._counter = _multipart.Counter(None, 0)
 
     # -- scheduling --
 

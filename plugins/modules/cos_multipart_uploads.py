@@ -136,7 +136,7 @@ def run(module):
     if params["older_than"] < 0:
         raise ReplicationError("Failed to list multipart uploads in bucket %s: older_than must be 0 or more seconds" % bucket)
     action = "abort multipart uploads in" if params["abort"] else "list multipart uploads in"
-    try:
+    with _cos.naming_errors(action, cos, bucket):
         client = _cos.connect(cos)
         _cos.check_bucket(client, cos, bucket)
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -144,8 +144,6 @@ def run(module):
         if params["abort"] and not module.check_mode:
             for upload in chosen:
                 _cos.abort_upload(client, bucket, upload["key"], upload["upload_id"])
-    except (_cos.ClientError, _cos.BotoCoreError) as exc:
-        raise ReplicationError(_cos.explain(exc, action, cos, bucket), bucket=bucket, endpoint=cos["endpoint"], code=_cos.error_code(exc))
     listed = [dict(key=u["key"], upload_id=u["upload_id"], initiated=_cos.utc_text(u["initiated"])) for u in chosen]
     aborted = listed if params["abort"] else []
     return dict(bucket=bucket, endpoint=cos["endpoint"], uploads=listed, aborted=aborted, changed=bool(aborted))

@@ -265,21 +265,13 @@ def run(module):
     if params["state"] == "present" and not params["src"]:
         raise ReplicationError("Failed to upload to s3://%s/%s: src is required when state is present" % (bucket, key))
     action = "upload" if params["state"] == "present" else "delete"
-    try:
+
+    def local_error(exc):
+        return "Failed to %s file %s to s3://%s/%s at %s: %s" % (action, params["src"], bucket, key, cos["endpoint"], exc)
+    with _cos.naming_errors(action, cos, bucket, key, local_error):
         client = _cos.connect(cos, max_pool_connections=params["concurrency"] + 2)
         _cos.check_bucket(client, cos, bucket)
         result = _present(module, client, cos, bucket, key) if params["state"] == "present" else _absent(module, client, bucket, key)
-    except ReplicationError as exc:
-        exc.details.setdefault("bucket", bucket)
-        exc.details.setdefault("key", key)
-        exc.details.setdefault("endpoint", cos["endpoint"])
-        raise
-    except (_cos.ClientError, _cos.BotoCoreError) as exc:
-        raise ReplicationError(_cos.explain(exc, action, cos, bucket, key), bucket=bucket, key=key, endpoint=cos["endpoint"],
-                               code=_cos.error_code(exc))
-    except OSError as exc:
-        raise ReplicationError("Failed to %s file %s to s3://%s/%s at %s: %s" % (action, params["src"], bucket, key, cos["endpoint"], exc),
-                               bucket=bucket, key=key, endpoint=cos["endpoint"])
     result.update(bucket=bucket, key=key, endpoint=cos["endpoint"])
     return result
 

@@ -308,25 +308,18 @@ def run(module):
     params = dict(module.params)
     cos, bucket, key = params["cos"], params["bucket"], params["key"]
     params["threads"] = params["threads"] or os.cpu_count() or 1
-    try:
+
+    def local_error(exc):
+        if exc.errno == errno.ENOSPC:
+            return ("Failed to stream source disk %s to s3://%s/%s: no space left in work_dir %s, where the compressed image is spooled; "
+                    "free space there or choose a work_dir on a larger file system" % (params["src"], bucket, key, params["work_dir"]))
+        return "Failed to stream source disk %s to s3://%s/%s at %s: %s" % (params["src"], bucket, key, cos["endpoint"], exc)
+    with _cos.naming_errors("upload", cos, bucket, key, local_error):
         _check_params(params)
         client = _cos.connect(cos, max_pool_connections=params["concurrency"] + 2)
         _cos.check_bucket(client, cos, bucket)
         progress = None if module.check_mode else ProgressFile(params["progress_file"], "stream")
         result = _image_upload.ensure_present(client, params, check_mode=module.check_mode, progress=progress)
-    except ReplicationError as exc:
-        exc.details.update(bucket=bucket, key=key, endpoint=cos["endpoint"])
-        raise
-    except (_cos.ClientError, _cos.BotoCoreError) as exc:
-        raise ReplicationError(_cos.explain(exc, "upload", cos, bucket, key), bucket=bucket, key=key, endpoint=cos["endpoint"],
-                               code=_cos.error_code(exc))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise ReplicationError("Failed to stream source disk %s to s3://%s/%s: no space left in work_dir %s, where the compressed image "
-                                   "is spooled; free space there or choose a work_dir on a larger file system"
-                                   % (params["src"], bucket, key, params["work_dir"]), bucket=bucket, key=key, endpoint=cos["endpoint"])
-        raise ReplicationError("Failed to stream source disk %s to s3://%s/%s at %s: %s" % (params["src"], bucket, key, cos["endpoint"], exc),
-                               bucket=bucket, key=key, endpoint=cos["endpoint"])
     result.update(bucket=bucket, endpoint=cos["endpoint"])
     return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -12,6 +11,7 @@ import threading
 import pytest
 
 from tests.harness import run_module
+from ansible_collections.vmimage.replication.plugins.module_utils import _files
 from tests.integration.replication import CLEANUP, build_disk, change_disk, changed_count, make_site, qemu_compare, summary
 from tests.peers.runner import run_playbook
 
@@ -32,14 +32,6 @@ def disk_templates(tmp_path_factory):
 def big_disk(tmp_path_factory):
     """A larger disk whose conversion and upload last several progress polls."""
     return build_disk(str(tmp_path_factory.mktemp("big") / "big.img"), size="224M", fill=0.6)
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ordered(run):
@@ -96,7 +88,7 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, da
         assert result["compression_ratio"] > 1
         # The object is the disk: download it and compare the content with the source.
         image = site.download(result["key"], str(tmp_path / ("%s.qcow2" % name)))
-        assert sha256_of(image) == result["sha256"]
+        assert _files.sha256_file(image) == result["sha256"]
         compared = qemu_compare(disk, image)
         assert compared.returncode == 0, compared.stdout + compared.stderr
         meta = {k.lower(): v for k, v in s3_server.client().head_object(Bucket=site.bucket, Key=result["key"])["Metadata"].items()}

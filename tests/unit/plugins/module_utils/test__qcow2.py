@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _qcow2, _stream
+from ansible_collections.vmimage.replication.plugins.module_utils import _files, _qcow2, _stream
 
 MIB = 1024 * 1024
 CLUSTER = 65536
@@ -231,7 +231,7 @@ def test_data_extents_skip_holes(tmp_path):
     src = write_sparse(tmp_path / "src.img", 64 * MIB, [(8 * MIB, b"a" * MIB), (40 * MIB, b"b" * 4096)])
     fd = os.open(src, os.O_RDONLY)
     try:
-        extents = _stream.data_extents(fd, 64 * MIB)
+        extents = list(_files.data_extents(fd, 64 * MIB))
     finally:
         os.close(fd)
     allocated = sum(end - start for start, end in extents)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
+from tests.conftest import SECRET_ACCESS_KEY
+from tests.harness import spawn_module
 from tests.peers.ports import free_port
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _progress
 from tests.contract import assert_return_contract
@@ -53,6 +51,18 @@ def args(server, bucket, key, src=None, **extra):
 def pending(server, bucket, key=None):
     uploads = _cos.list_uploads(server.client(), bucket, key or "")
     return [u for u in uploads if key is None or u["key"] == key]
+
+
+def wait_for_parts(server, bucket, key, process, count, timeout=120):
+    """True once an unfinished upload of ``key`` holds ``count`` parts; False if ``process`` ended first or time ran out."""
+    client = server.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        uploads = pending(server, bucket, key)
+        if uploads and len(client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[-1]["upload_id"]).get("Parts") or []) >= count:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 RETURN_KEYS = {"bucket", "key", "endpoint", "size", "sha256", "etag", "metadata", "parts", "resumed_parts",
@@ -127,47 +137,15 @@ def test_state_absent_deletes_object_and_aborts_uploads(s3_server, bucket, modul
     assert module_runner("cos_upload", args(s3_server, bucket, key, state="absent"), check_mode=True)["changed"] is False
 
 
-DRIVER = r"""
-import json, os, sys, time
-sys.path[:0] = [os.environ["VMI_ROOT"], os.environ["VMI_COLLECTIONS"]]
-from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
-_add = _multipart._Counter.add
-def slow_add(self, count):
-    _add(self, count)
-    time.sleep(0.4)  # slow the upload down so the test can kill it midway
-_multipart._Counter.add = slow_add
-from tests.harness import run_module
-with open(os.environ["VMI_ARGS"]) as handle:
-    print(json.dumps(run_module("cos_upload", json.load(handle))))
-"""
-
-
 def test_killed_upload_resumes(s3_server, bucket, module_runner, tmp_path):
     src = make_file(tmp_path / "big.qcow2", 60)
     key = "images/web04/big.qcow2"
     progress = tmp_path / "upload.progress"
     module_args = args(s3_server, bucket, key, src, part_size_mb=5, concurrency=1, progress_file=str(progress))
-    args_file = tmp_path / "args.json"
-    fd = os.open(str(args_file), os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(module_args, handle)
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    env = dict(os.environ, VMI_ROOT=str(ROOT), VMI_COLLECTIONS=str(COLLECTIONS), VMI_ARGS=str(args_file),
-               ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
-    process = subprocess.Popen([sys.executable, str(driver)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = spawn_module("cos_upload", module_args, tmp_path, part_delay=0.4)
     client = s3_server.client()
     try:
-        deadline = time.monotonic() + 120
-        listed = 0
-        while listed < 2 and time.monotonic() < deadline and process.poll() is None:
-            uploads = pending(s3_server, bucket, key)
-            if uploads:
-                parts = client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[-1]["upload_id"]).get("Parts") or []
-                listed = len(parts)
-            time.sleep(0.05)
-        assert process.poll() is None, process.communicate()
-        assert listed >= 2, "the upload never stored two parts"
+        assert wait_for_parts(s3_server, bucket, key, process, 2), "the upload never stored two parts: %s" % (process.communicate(),)
         record = _progress.read(str(progress))
         assert record["stage"] == "upload" and record["state"] == "running" and record["total"] == 60 * MIB, record
     finally:

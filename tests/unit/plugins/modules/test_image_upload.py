@@ -6,15 +6,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import COLLECTIONS, ROOT, SECRET_ACCESS_KEY
+from tests.conftest import SECRET_ACCESS_KEY
+from tests.harness import final_result, spawn_module
 from tests.contract import assert_return_contract
 from tests.unit.plugins.module_utils.test__qcow2 import noise, text, write_sparse
-from tests.unit.plugins.modules.test_cos_upload import downloaded_sha256, pending
+from tests.unit.plugins.modules.test_cos_upload import downloaded_sha256, pending, wait_for_parts
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _progress, _qemu
 
 MIB = 1024 * 1024
@@ -112,48 +111,11 @@ def test_block_device_source(s3_rclone, module_runner, tmp_path, work_dir, attac
     assert again["changed"] is True and again["sha256"] == first["sha256"], "no fingerprint: converted again, to the same bytes"
 
 
-DRIVER = r"""
-import json, os, sys, time
-sys.path[:0] = [os.environ["VMI_ROOT"], os.environ["VMI_COLLECTIONS"]]
-from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
-_add = _multipart._Counter.add
-def slow_add(self, count):
-    _add(self, count)
-    time.sleep(0.5)  # slow the upload down so the test can kill it midway
-_multipart._Counter.add = slow_add
-from tests.harness import run_module
-with open(os.environ["VMI_ARGS"]) as handle:
-    print(json.dumps(run_module("image_upload", json.load(handle))))
-"""
-
-
-def start_driver(tmp_path, module_args):
-    args_file = tmp_path / "args.json"
-    fd = os.open(str(args_file), os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(module_args, handle)
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    env = dict(os.environ, VMI_ROOT=str(ROOT), VMI_COLLECTIONS=str(COLLECTIONS), VMI_ARGS=str(args_file), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS))
-    return subprocess.Popen([sys.executable, str(driver)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for_parts(server, bucket, key, process, count):
-    client = server.client()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        uploads = pending(server, bucket, key)
-        if uploads and len(client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[-1]["upload_id"]).get("Parts") or []) >= count:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_killed_stream_resumes_keeping_the_parts_sent(s3_server, bucket, module_runner, tmp_path, work_dir):
     src = disk(tmp_path, noisy_mib=30)
     key = "images/web03/web03.qcow2"
     module_args = args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1)
-    process = start_driver(tmp_path, module_args)
+    process = spawn_module("image_upload", module_args, tmp_path, part_delay=0.5)
     try:
         assert wait_for_parts(s3_server, bucket, key, process, 2), process.communicate()
     finally:
@@ -204,16 +166,10 @@ def test_a_failure_after_parts_were_sent_aborts_unless_kept(s3_server, bucket, m
 def test_terminated_run_cleans_up(s3_server, bucket, tmp_path, work_dir):
     src = disk(tmp_path, noisy_mib=30)
     key = "images/web06/web06.qcow2"
-    process = start_driver(tmp_path, args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1))
-    try:
-        assert wait_for_parts(s3_server, bucket, key, process, 1), process.communicate()
-        process.send_signal(signal.SIGTERM)
-        out, _err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    process = spawn_module("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1), tmp_path, part_delay=0.5)
+    assert wait_for_parts(s3_server, bucket, key, process, 1), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    result = final_result(process)
     assert result["failed"] and "interrupted by SIGTERM" in result["msg"], result
     assert pending(s3_server, bucket, key) == [] and _cos.head(s3_server.client(), bucket, key) is None
 

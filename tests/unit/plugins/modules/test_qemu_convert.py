@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import final_result, spawn_module
+
 from ansible_collections.vmimage.replication.plugins.module_utils import _progress, _qemu
 from tests.contract import assert_return_contract
 
@@ -169,25 +171,8 @@ def test_cache_falls_back_where_o_direct_is_missing(module_runner, disk, tmp_pat
     assert same_content(disk, "raw", str(tmp_path / "o.qcow2"), "qcow2")
 
 
-@pytest.fixture
-def loop_device():
-    """Attach files as loop block devices (root only); detached afterwards."""
-    attached = []
-
-    def attach(path):
-        out = subprocess.run(["losetup", "-f", "--show", "-r", path], capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            pytest.skip("no loop devices here: %s" % out.stderr.strip())
-        attached.append(out.stdout.strip())
-        return attached[-1]
-
-    yield attach
-    for device in attached:
-        subprocess.run(["losetup", "-d", device], check=True)
-
-
-def test_block_device_is_raw_and_always_converted(module_runner, disk, tmp_path, loop_device):
-    device = loop_device(disk)
+def test_block_device_is_raw_and_always_converted(module_runner, disk, tmp_path, attach_loop):
+    device = attach_loop(disk, read_only=True)
     dest = str(tmp_path / "dev.qcow2")
     first = convert(module_runner, device, dest)
     assert first["changed"] and first["src_format"] == "raw" and first["virtual_size"] == os.path.getsize(disk)
@@ -197,11 +182,11 @@ def test_block_device_is_raw_and_always_converted(module_runner, disk, tmp_path,
     assert convert(module_runner, device, dest)["changed"] is True
 
 
-def test_block_device_holding_a_qcow2_header_is_not_probed(module_runner, disk, tmp_path, loop_device):
+def test_block_device_holding_a_qcow2_header_is_not_probed(module_runner, disk, tmp_path, attach_loop):
     """A guest controls its disk's bytes: a qcow2 header there must not make qemu-img follow it."""
     inner = str(tmp_path / "inner.qcow2")
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", disk, inner], check=True)
-    device = loop_device(inner)
+    device = attach_loop(inner, read_only=True)
     result = convert(module_runner, device, str(tmp_path / "o.qcow2"))
     assert result["src_format"] == "raw" and result["virtual_size"] == os.path.getsize(inner)
 
@@ -293,20 +278,12 @@ def test_killed_conversion_leaves_no_partial(tmp_path):
     subprocess.run(SAMPLE + [disk, "--size", "256M", "--fill", "0.5"], check=True, capture_output=True)
     dest, progress = str(tmp_path / "o.qcow2"), str(tmp_path / "p.json")
     args = dict(src=disk, dest=dest, coroutines=1, out_of_order=False, progress_file=progress)
-    code = ("import sys, json; sys.path[:0] = %r\nfrom tests.harness import run_module\n"
-            "print(json.dumps(run_module('qemu_convert', %r)))\n") % (sys.path, args)
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        while not (os.path.exists(dest + ".partial") and (_progress.read(progress) or {}).get("done")):
-            assert child.poll() is None, "conversion ended before it could be interrupted"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGTERM)
-        out, _err = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    child = spawn_module("qemu_convert", args, tmp_path)
+    while not (os.path.exists(dest + ".partial") and (_progress.read(progress) or {}).get("done")):
+        assert child.poll() is None, "conversion ended before it could be interrupted: %s" % final_result(child)
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    result = final_result(child)
     assert result["failed"] and "Failed to convert disk %s: interrupted by SIGTERM" % disk in result["msg"]
     assert not os.path.exists(dest + ".partial") and not os.path.exists(dest)
     assert _progress.read(progress)["state"] == "failed"

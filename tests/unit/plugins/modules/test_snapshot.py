@@ -25,16 +25,6 @@ def _allocated(path):
     return os.stat(path).st_blocks * 512
 
 
-def _sha(path):
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def ext4_raw(tmp_path_factory):
     """A real ext4 disk image, 48 MiB virtual, a quarter full of real files, the rest sparse."""
@@ -75,7 +65,7 @@ def test_snapshot_raw_is_sparse_identical_and_idempotent(module_runner, raw_volu
     assert snap["server"] == "web01" and snap["format"] == "raw" and snap["name"].startswith("web01-")
     assert snap["method"] in ("reflink", "sparse-copy")
     assert snap["created"].endswith("Z") and snap["size"] == 48 << 20
-    assert _sha(snap["path"]) == _sha(raw_volume)
+    assert _files.sha256_file(snap["path"]) == _files.sha256_file(raw_volume)
     # allocated blocks of the copy are those of the source, give or take the file system's extent-tree blocks
     assert _allocated(snap["path"]) <= _allocated(raw_volume) + 64 * 1024
     assert _allocated(snap["path"]) < (48 << 20) // 2
@@ -124,7 +114,7 @@ def test_change_during_copy_is_retried_once(raw_volume, tmp_path):
 
     record, changed = _local_snapshot.create(str(raw_volume), str(tmp_path / "s"), reflink=False, on_chunk=writer)
     assert changed and record["fingerprint"] == _files.fingerprint(raw_volume)
-    assert _sha(record["path"]) == _sha(raw_volume)
+    assert _files.sha256_file(record["path"]) == _files.sha256_file(raw_volume)
 
 
 def test_change_during_every_copy_fails_and_leaves_nothing(raw_volume, tmp_path):
@@ -142,17 +132,17 @@ def test_change_during_every_copy_fails_and_leaves_nothing(raw_volume, tmp_path)
 def test_restore_absent_and_check_mode(module_runner, raw_volume, tmp_path):
     sdir = str(tmp_path / "snaps")
     snap = _snap(module_runner, volume=str(raw_volume), snapshot_dir=sdir, name="web01-good")["snapshot"]
-    original = _sha(raw_volume)
+    original = _files.sha256_file(raw_volume)
     os.chmod(raw_volume, 0o640)
     subprocess.run([sys.executable, str(SAMPLE_DISK), str(raw_volume), "--change"], check=True, capture_output=True)
-    assert _sha(raw_volume) != original
+    assert _files.sha256_file(raw_volume) != original
     restored_args = dict(snapshot_dir=sdir, name="web01-good", state="restored")
     assert module_runner("snapshot", restored_args, check_mode=True)["changed"] is True
-    assert _sha(raw_volume) != original
+    assert _files.sha256_file(raw_volume) != original
     res = module_runner("snapshot", restored_args)
     assert_return_contract("snapshot", res)
     assert res["changed"] is True and res["snapshot"]["name"] == "web01-good"
-    assert _sha(raw_volume) == original and stat.S_IMODE(os.stat(raw_volume).st_mode) == 0o640
+    assert _files.sha256_file(raw_volume) == original and stat.S_IMODE(os.stat(raw_volume).st_mode) == 0o640
     assert _allocated(raw_volume) <= _allocated(snap["path"]) + 64 * 1024
     assert sorted(os.listdir(raw_volume.parent)) == ["web01.img"]
     assert module_runner("snapshot", restored_args, check_mode=True)["changed"] is False
@@ -218,7 +208,7 @@ def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw,
     assert res["changed"] is True, res.get("msg")
     snap = res["snapshot"]
     assert snap["format"] == "raw" and snap["fingerprint"] is None and snap["size"] == 48 << 20 and snap["method"] == "sparse-copy"
-    assert _sha(snap["path"]) == _sha(ext4_raw)
+    assert _files.sha256_file(snap["path"]) == _files.sha256_file(ext4_raw)
     assert _allocated(snap["path"]) < (48 << 20) // 2
     # a block device has no fingerprint: each run without a name takes a new snapshot
     info = module_runner("snapshot_info", dict(snapshot_dir=sdir, volume=loop_device))
@@ -226,11 +216,11 @@ def test_block_device_snapshot_and_restore(module_runner, loop_device, ext4_raw,
     with open(loop_device, "r+b") as dev:
         dev.seek(1 << 20)
         dev.write(b"\xff" * 4096)
-    assert _sha(loop_device) != _sha(snap["path"])
+    assert _files.sha256_file(loop_device) != _files.sha256_file(snap["path"])
     args = dict(snapshot_dir=sdir, name=snap["name"], state="restored")
     assert module_runner("snapshot", args, check_mode=True)["changed"] is True
     assert module_runner("snapshot", args)["changed"] is True
-    assert _sha(loop_device) == _sha(snap["path"])
+    assert _files.sha256_file(loop_device) == _files.sha256_file(snap["path"])
     assert module_runner("snapshot", args)["changed"] is False
 
 
