@@ -60,11 +60,11 @@ STAGES = {"stream": ("stream",), "staged": ("convert", "upload")}
 
 @pytest.mark.parametrize("data_path", sorted(STAGES))
 def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, data_path):
-    # Short polls, one conversion coroutine and small parts, so that the stages last several polls
-    # and report progress while they run (each poll returns at once when its stage ends).
+    # Short polls, one conversion coroutine or thread with Python's zlib, and small parts, so that the stages
+    # last several polls and report progress while they run (each poll returns at once when its stage ends).
     site = make_site(tmp_path, s3_server, [big_disk, disk_templates[1]], ["web01", "db01"], poll_wait=0.3,
-                     extra=dict(replication_coroutines=1, replication_part_size_mb=5, replication_concurrency=1,
-                                replication_data_path=data_path))
+                     extra=dict(replication_coroutines=1, replication_threads=1, replication_deflate_library="zlib",
+                                replication_part_size_mb=5, replication_concurrency=1, replication_data_path=data_path))
 
     # Check mode first: says what would happen, creates nothing, uses no async job.
     run = site.run(check=True)

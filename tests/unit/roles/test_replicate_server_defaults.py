@@ -54,5 +54,5 @@ def test_module_defaults_match_the_role(tmp_path):
     assert mapping["replication_concurrency"] == cos_upload.OPTIONS["concurrency"]["default"]
     from ansible_collections.vmimage.replication.plugins.modules import image_upload
 
-    for option in ("part_size_mb", "concurrency", "compression_type", "verify"):
+    for option in ("part_size_mb", "concurrency", "compression_type", "verify", "threads", "deflate_library"):
         assert mapping["replication_%s" % option] == image_upload.OPTIONS[option]["default"], option
