@@ -1,0 +1,136 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""The provider seam: one pipeline, one adapter per cloud.
+
+A *source* adapter answers the verbs of the stages before the data path (find the
+server and its volumes; snapshot, list, delete, restore; a volume from a snapshot
+attached to the conversion host, and its detach). A *target* adapter answers the
+verbs of the image library (import an image from an object, list, rename, delete).
+Modules validate their options, pick the adapter by name with ``source()`` /
+``target()`` and call its verbs; the role runs the same stages for every provider.
+
+Every adapter:
+- takes its options from the module's params: the shared ones (``provider`` /
+  ``target``, ``server``, wait options) and its own group, declared in
+  ``OPTIONS`` of its module and merged by ``argument_spec()`` below;
+- marks what it makes with the collection's state (``_naming.CREATED_BY``, the
+  source server, the snapshot time, the image's sha256) as tags or metadata, and
+  never deletes what does not carry that mark;
+- raises ``_errors.ReplicationError`` with a message that names what to fix, never
+  a secret;
+- returns plain dicts with the keys documented on each verb, so that modules and
+  the role read every provider the same way.
+
+A new provider is a new module ``_<provider>.py`` with a ``Source`` and/or
+``Target`` subclass and ``OPTIONS``, registered in ``SOURCES`` / ``TARGETS``, plus
+its doc fragment and the contract tests (tests/unit/providers) run against its
+peer or emulator.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+# provider name -> module under plugins/module_utils that holds its adapter.
+SOURCES = {"local": "_local_provider", "ibm_vpc": "_ibm_vpc"}
+TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc"}
+
+_PACKAGE = "ansible_collections.vmimage.replication.plugins.module_utils"
+
+
+def _adapter_module(name, registry, kind):
+    try:
+        module_name = registry[name]
+    except KeyError:
+        raise ValueError("unknown %s %r; choose one of %s" % (kind, name, ", ".join(sorted(registry)))) from None
+    return importlib.import_module("%s.%s" % (_PACKAGE, module_name))
+
+
+def provider_options(names):
+    """Union of the ``OPTIONS`` of the adapters ``names`` (each option declared once, no_log kept)."""
+    spec = {}
+    for name in names:
+        module = _adapter_module(name, dict(SOURCES, **TARGETS), "provider")
+        for key, value in getattr(module, "OPTIONS", {}).items():
+            spec.setdefault(key, copy.deepcopy(value))
+    return spec
+
+
+def source(params):
+    """The ``Source`` adapter named by ``params['provider']``, built from the module's params."""
+    return _adapter_module(params["provider"], SOURCES, "provider").Source(params)
+
+
+def target(params):
+    """The ``Target`` adapter named by ``params['target']``, built from the module's params."""
+    return _adapter_module(params["target"], TARGETS, "target").Target(params)
+
+
+class Source:
+    """Verbs of a source cloud. Each returns plain dicts; ``check_mode`` changes nothing and answers the same."""
+
+    name = None
+
+    def __init__(self, params):
+        self.params = params
+
+    def server_info(self, server):
+        """The server: ``{name, id, zone, profile, os, boot_volume: {id, name, size, profile, zone},
+        volumes: [...same...], latest_snapshot: snapshot dict or None}``; unknown or ambiguous names fail."""
+        raise NotImplementedError
+
+    def volume_fingerprint(self, volume):
+        """Identity of the volume's current state, or None when the provider cannot tell (then every run copies)."""
+        return None
+
+    def snapshot_create(self, volume, server=None, name=None, check_mode=False):
+        """``(snapshot, changed)``; waits until the snapshot is usable. snapshot: ``{name, id, volume, server,
+        created (UTC, Z), size, format, fingerprint, path (local only), created_by}``."""
+        raise NotImplementedError
+
+    def snapshot_list(self, server=None, volume=None, name=None):
+        """Snapshots, oldest first (same dicts as ``snapshot_create``)."""
+        raise NotImplementedError
+
+    def snapshot_delete(self, name, check_mode=False):
+        """``(snapshot or None, changed)``; a snapshot the collection did not make is refused."""
+        raise NotImplementedError
+
+    def snapshot_restore(self, name, volume=None, check_mode=False):
+        """``(snapshot, changed)``: the volume rolled back to the snapshot's content."""
+        raise NotImplementedError
+
+    def volume_attach(self, snapshot, host, check_mode=False):
+        """A volume made from ``snapshot`` attached to conversion host ``host`` (provider's id of it), waited until
+        its device exists: ``({volume_id, attachment_id, device, host}, changed)``; never a guessed device name."""
+        raise NotImplementedError
+
+    def volume_detach(self, attachment, check_mode=False):
+        """Detach and delete what ``volume_attach`` made; ``(attachment, changed)``; nothing left is not an error."""
+        raise NotImplementedError
+
+
+class Target:
+    """Verbs of an image library. Rotation and retention are decided by ``_catalog.plan_import`` for every target."""
+
+    name = None
+
+    def __init__(self, params):
+        self.params = params
+
+    def info(self):
+        """``{images: [...], latest: image or None, orphans: [...]}``; image: ``{name, id, key, format, size,
+        sha256, snapshot_time, source_fingerprint, status}``."""
+        raise NotImplementedError
+
+    def import_image(self, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None,
+                     check_mode=False, **extra):
+        """Import the object at ``key``, rotate ``<server>-latest``, prune past retention:
+        ``{changed, image, latest, previous_latest, pruned, images, orphaned}``."""
+        raise NotImplementedError
+
+    def remove_image(self, name, force=False, check_mode=False):
+        """Remove image ``name``; the latest only with ``force``. Same result keys as ``import_image``."""
+        raise NotImplementedError
