@@ -40,19 +40,36 @@ TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc"}
 _PACKAGE = "ansible_collections.vmimage.replication.plugins.module_utils"
 
 
+def _bundle():
+    """Never called. Ansible ships a module with the module_utils its source imports by name, not those found at run time
+    with importlib: naming every adapter here puts them all in every module's payload (imports below the top level are
+    optional to Ansible's packager, so an adapter not written yet does not break the others)."""
+    # pylint: disable=import-outside-toplevel,unused-import
+    from ansible_collections.vmimage.replication.plugins.module_utils import _local_provider, _bucket_catalog  # noqa: F401
+    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc  # noqa: F401
+
+
 def _adapter_module(name, registry, kind):
     try:
         module_name = registry[name]
     except KeyError:
         raise ValueError("unknown %s %r; choose one of %s" % (kind, name, ", ".join(sorted(registry)))) from None
-    return importlib.import_module("%s.%s" % (_PACKAGE, module_name))
+    try:
+        return importlib.import_module("%s.%s" % (_PACKAGE, module_name))
+    except ModuleNotFoundError as exc:
+        if exc.name != "%s.%s" % (_PACKAGE, module_name):
+            raise
+        raise ValueError("%s %r is not installed with this copy of the collection (no module_utils/%s.py)" % (kind, name, module_name)) from None
 
 
 def provider_options(names):
-    """Union of the ``OPTIONS`` of the adapters ``names`` (each option declared once, no_log kept)."""
+    """Union of the ``OPTIONS`` of the adapters ``names`` (each option declared once, no_log kept); adapters not installed are skipped."""
     spec = {}
     for name in names:
-        module = _adapter_module(name, dict(SOURCES, **TARGETS), "provider")
+        try:
+            module = _adapter_module(name, dict(SOURCES, **TARGETS), "provider")
+        except ValueError:
+            continue
         for key, value in getattr(module, "OPTIONS", {}).items():
             spec.setdefault(key, copy.deepcopy(value))
     return spec
@@ -78,7 +95,8 @@ class Source:
 
     def server_info(self, server):
         """The server: ``{name, id, zone, profile, os, boot_volume: {id, name, size, profile, zone},
-        volumes: [...same...], latest_snapshot: snapshot dict or None}``; unknown or ambiguous names fail."""
+        volumes: [...same...], latest_snapshot: snapshot dict or None}``; unknown or ambiguous names fail. A volume may
+        carry ``fingerprint`` (else modules ask ``volume_fingerprint``)."""
         raise NotImplementedError
 
     def volume_fingerprint(self, volume):
@@ -103,12 +121,15 @@ class Source:
         raise NotImplementedError
 
     def volume_attach(self, snapshot, host, check_mode=False):
-        """A volume made from ``snapshot`` attached to conversion host ``host`` (provider's id of it), waited until
-        its device exists: ``({volume_id, attachment_id, device, host}, changed)``; never a guessed device name."""
+        """A volume made from ``snapshot`` (its name or id) attached to conversion host ``host`` (provider's id of it),
+        waited until its device exists: ``({volume_id, attachment_id, device, host, snapshot}, changed)``; never a
+        guessed device name. Attaching again what is attached already answers the same attachment, unchanged."""
         raise NotImplementedError
 
     def volume_detach(self, attachment, check_mode=False):
-        """Detach and delete what ``volume_attach`` made; ``(attachment, changed)``; nothing left is not an error."""
+        """Detach and delete what ``volume_attach`` made; ``(attachment, changed)``; nothing left is not an error.
+        ``attachment`` is ``volume_attach``'s answer, or only ``{snapshot, host}`` (a run that failed before it had
+        one): then the adapter finds what it made from that snapshot for that host by its tags."""
         raise NotImplementedError
 
 
