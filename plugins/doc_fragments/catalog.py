@@ -11,13 +11,15 @@ class ModuleDocFragment:
 options:
   target:
     description:
-      - The image library. V(bucket_catalog) keeps the catalog in the bucket that holds the images.
+      - The image library; its adapter answers every import the same way, and the rotation and retention rules are the same for all.
+      - V(bucket_catalog) keeps the catalog in the bucket that holds the images.
+      - V(ibm_vpc) registers the images in an IBM Cloud VPC region's image library (from their objects in the bucket).
     type: str
-    choices: [bucket_catalog]
+    choices: [bucket_catalog, ibm_vpc]
     default: bucket_catalog
   bucket:
     description:
-      - Bucket that holds the images and the catalog.
+      - Bucket that holds the image objects (and, with O(target=bucket_catalog), the catalog).
     type: str
     required: true
   prefix:

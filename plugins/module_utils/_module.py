@@ -14,6 +14,7 @@ import copy
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
 
 COS_OPTIONS = dict(
@@ -40,12 +41,17 @@ COS_SPEC = dict(
     ),
 )
 
-# The server's place in the target image library (doc fragment vmimage.replication.catalog).
+# The server's place in the target image library (doc fragment vmimage.replication.catalog); the options of
+# every target adapter (_providers.TARGETS) are added by argument_spec().
 CATALOG_SPEC = dict(
-    target=dict(type="str", choices=["bucket_catalog"], default="bucket_catalog"),
-    bucket=dict(type="str", required=True),
-    prefix=dict(type="str", default="images/"),
+    target=dict(type="str", choices=sorted(_providers.TARGETS), default="bucket_catalog"),
     server=dict(type="str", required=True),
+)
+
+# The source cloud (doc fragment vmimage.replication.provider); the options of every source adapter
+# (_providers.SOURCES) are added by argument_spec().
+PROVIDER_SPEC = dict(
+    provider=dict(type="str", choices=sorted(_providers.SOURCES), default="local"),
 )
 
 PROGRESS_SPEC = dict(progress_file=dict(type="path"))
@@ -56,13 +62,17 @@ WAIT_SPEC = dict(
     wait_sleep=dict(type="float", default=2.0),
 )
 
-_GROUPS = {"cos": COS_SPEC, "catalog": CATALOG_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
+_GROUPS = {"cos": COS_SPEC, "catalog": CATALOG_SPEC, "provider": PROVIDER_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
+# Groups that also carry the options of the adapters of a registry (read when a module is built: the adapters import this file).
+_ADAPTERS = {"catalog": _providers.TARGETS, "provider": _providers.SOURCES}
 
 
 def argument_spec(own, *groups):
-    """Return ``own`` merged with the named shared option groups ("cos", "catalog", "progress", "wait")."""
+    """Return ``own`` merged with the named shared option groups ("cos", "catalog", "provider", "progress", "wait")."""
     spec = {}
     for group in groups:
+        if group in _ADAPTERS:
+            spec.update(_providers.provider_options(_ADAPTERS[group]))
         spec.update(copy.deepcopy(_GROUPS[group]))
     spec.update(own)
     return spec

@@ -198,7 +198,7 @@ orphaned:
   sample: []
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
@@ -209,12 +209,12 @@ def run(module):
         raise ReplicationError("Failed to import image into bucket %s: keep_last is %d; keep at least 1 image" % (p["bucket"], p["keep_last"]))
     if p["keep_days"] is not None and p["keep_days"] < 0:
         raise ReplicationError("Failed to import image into bucket %s: keep_days is %d; give 0 or more days" % (p["bucket"], p["keep_days"]))
-    catalog = _catalog.open_catalog(p["cos"], p["bucket"], p["prefix"], p["server"], "import image")
+    target = _providers.target(p)
     if p["state"] == "absent":
-        result = _catalog.remove_image(catalog, p["name"], force=p["force"], check_mode=module.check_mode)
+        result = target.remove_image(p["name"], force=p["force"], check_mode=module.check_mode)
     else:
-        result = _catalog.import_image(
-            catalog, p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
+        result = target.import_image(
+            p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
             keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode,
         )
     for orphan in result["orphaned"]:

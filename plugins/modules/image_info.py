@@ -65,14 +65,12 @@ orphans:
             last_modified: "2026-03-11T12:20:00Z"}]
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
-    p = module.params
-    catalog = _catalog.open_catalog(p["cos"], p["bucket"], p["prefix"], p["server"], "list images")
-    return _catalog.info(catalog)
+    return _providers.target(module.params).info()
 
 
 def main():

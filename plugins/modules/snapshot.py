@@ -11,6 +11,8 @@ short_description: Take, remove or restore a point-in-time copy of a server's di
 version_added: 0.1.0
 description:
   - Takes a consistent point-in-time copy of a volume, the first stage of a replication.
+  - The provider's adapter takes the snapshot and marks it as the collection's; a snapshot the collection did not make
+    is never removed.
   - With O(provider=local), the volume is a disk image file (raw or qcow2) or a block device on the managed host,
     and the snapshot is a file in O(snapshot_dir) with a metadata file C(<name>.snapshot.json) beside it
     (server, volume, created, size, format, fingerprint, created-by).
@@ -21,28 +23,20 @@ description:
     the server before the snapshot.
 author:
   - vmimage.replication contributors (@vmimage)
+extends_documentation_fragment:
+  - vmimage.replication.provider
 options:
-  provider:
-    description:
-      - Where the volume lives. Only V(local) (files and block devices of the managed host) for now.
-    type: str
-    choices: [local]
-    default: local
   volume:
     description:
-      - Path of the disk image file or block device.
+      - The volume to snapshot - with O(provider=local) the path of the disk image file or block device, elsewhere the
+        provider's id or name of the volume (M(vmimage.replication.server_info) gives the boot volume's).
       - Required with O(state=present). With O(state=restored), defaults to the volume the snapshot was taken of.
-    type: path
+    type: str
   server:
     description:
-      - Name of the server the volume belongs to, recorded in the metadata and used in the default O(name).
-      - Defaults to the file name of O(volume) up to its first dot.
+      - Name of the server the volume belongs to, recorded with the snapshot and used in the default O(name).
+      - With O(provider=local), defaults to the file name of O(volume) up to its first dot.
     type: str
-  snapshot_dir:
-    description:
-      - Directory that holds the snapshots. Created (mode 0700) when missing.
-    type: path
-    required: true
   name:
     description:
       - Name of the snapshot.
@@ -53,7 +47,7 @@ options:
   state:
     description:
       - V(present) takes the snapshot; with a O(name) that exists already, nothing is done.
-      - V(absent) removes snapshot O(name) and its metadata.
+      - V(absent) removes snapshot O(name) and its metadata; a snapshot the collection did not make is refused.
       - V(restored) rolls the volume back to snapshot O(name). A file is replaced atomically; a block device is
         written in place. Nothing is written when the volume already holds the snapshot's content.
         Stop the server first.
@@ -118,12 +112,16 @@ snapshot:
       description: Name of the snapshot.
       type: str
       sample: web01-20260310-120000
+    id:
+      description: The provider's id of the snapshot (V(local) - its name).
+      type: str
+      sample: web01-20260310-120000
     path:
-      description: Path of the snapshot's data file.
+      description: Path of the snapshot's data file (V(local) only; null elsewhere).
       type: str
       sample: /var/lib/vmimage/snapshots/web01-20260310-120000.qcow2
     volume:
-      description: Absolute path of the volume the snapshot is of.
+      description: The volume the snapshot is of (V(local) - its absolute path).
       type: str
       sample: /var/lib/libvirt/images/web01.qcow2
     server:
@@ -152,31 +150,30 @@ snapshot:
       sample: sparse-copy
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
     p = module.params
+    adapter = _providers.source(p)
     if p["state"] == "present":
-        record, changed = _local_snapshot.create(p["volume"], p["snapshot_dir"], server=p["server"], name=p["name"], check_mode=module.check_mode)
+        snapshot, changed = adapter.snapshot_create(p["volume"], server=p["server"], name=p["name"], check_mode=module.check_mode)
     elif p["state"] == "absent":
-        record, changed = _local_snapshot.remove(p["snapshot_dir"], p["name"], check_mode=module.check_mode)
+        snapshot, changed = adapter.snapshot_delete(p["name"], check_mode=module.check_mode)
     else:
-        record, changed = _local_snapshot.restore(p["snapshot_dir"], p["name"], volume=p["volume"], check_mode=module.check_mode)
-    return dict(changed=changed, snapshot=_local_snapshot.public(record) if record else {})
+        snapshot, changed = adapter.snapshot_restore(p["name"], volume=p["volume"], check_mode=module.check_mode)
+    return dict(changed=changed, snapshot=snapshot or {})
 
 
 def main():
     spec = dict(
-        provider=dict(type="str", choices=["local"], default="local"),
-        volume=dict(type="path"),
+        volume=dict(type="str"),
         server=dict(type="str"),
-        snapshot_dir=dict(type="path", required=True),
         name=dict(type="str"),
         state=dict(type="str", choices=["present", "absent", "restored"], default="present"),
     )
-    module = ReplicationModule(spec, action="manage the snapshot",
+    module = ReplicationModule(spec, groups=("provider",), action="manage the snapshot",
                                required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
     module.run(run)
 

@@ -10,32 +10,24 @@ module: snapshot_info
 short_description: List the snapshots taken by M(vmimage.replication.snapshot)
 version_added: 0.1.0
 description:
-  - Lists the snapshots in O(snapshot_dir), oldest first, optionally only those of one server, volume or name.
+  - Lists the snapshots the collection took (with O(provider=local), those in O(snapshot_dir)), oldest first,
+    optionally only those of one server, volume or name.
   - Gives the current fingerprint of O(volume), so a play can tell whether the volume changed since a snapshot.
 author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
+  - vmimage.replication.provider
   - vmimage.replication.catalog.info_module
 options:
-  provider:
-    description:
-      - Where the snapshots live. Only V(local) for now.
-    type: str
-    choices: [local]
-    default: local
-  snapshot_dir:
-    description:
-      - Directory that holds the snapshots. A missing directory holds none.
-    type: path
-    required: true
   server:
     description:
       - Only snapshots of this server.
     type: str
   volume:
     description:
-      - Only snapshots of this volume; also returns its current fingerprint in RV(volume_fingerprint).
-    type: path
+      - Only snapshots of this volume (V(local) - its path; elsewhere the provider's id); also returns its current
+        fingerprint in RV(volume_fingerprint).
+    type: str
   name:
     description:
       - Only the snapshot of this name.
@@ -78,36 +70,32 @@ snapshots:
       fingerprint: "536870912:1773144000000000000:1234567"
       method: sparse-copy
 volume_fingerprint:
-  description: Current fingerprint of O(volume); null when no volume was given, it does not exist, or it is a block device.
+  description:
+    - Current fingerprint of O(volume); null when no volume was given, it does not exist, it is a block device,
+      or the provider cannot tell.
   returned: always
   type: str
   sample: "536870912:1773144000000000000:1234567"
 """
 
-import os
-
-from ansible_collections.vmimage.replication.plugins.module_utils import _files, _local_snapshot
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
     p = module.params
-    records = _local_snapshot.list_snapshots(p["snapshot_dir"], server=p["server"], volume=p["volume"], name=p["name"])
-    current = None
-    if p["volume"] and os.path.exists(p["volume"]):
-        current = _files.fingerprint(p["volume"])
-    return dict(changed=False, snapshots=[_local_snapshot.public(r) for r in records], volume_fingerprint=current)
+    adapter = _providers.source(p)
+    snapshots = adapter.snapshot_list(server=p["server"], volume=p["volume"], name=p["name"])
+    return dict(changed=False, snapshots=snapshots, volume_fingerprint=adapter.volume_fingerprint(p["volume"]) if p["volume"] else None)
 
 
 def main():
     spec = dict(
-        provider=dict(type="str", choices=["local"], default="local"),
-        snapshot_dir=dict(type="path", required=True),
         server=dict(type="str"),
-        volume=dict(type="path"),
+        volume=dict(type="str"),
         name=dict(type="str"),
     )
-    ReplicationModule(spec, action="list snapshots").run(run)
+    ReplicationModule(spec, groups=("provider",), action="list snapshots").run(run)
 
 
 if __name__ == "__main__":

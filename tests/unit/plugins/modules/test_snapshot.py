@@ -18,7 +18,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _files,
 
 ROOT = Path(__file__).resolve().parents[4]
 SAMPLE_DISK = ROOT / "hack" / "sample_disk.py"
-SNAP_KEYS = {"name", "path", "volume", "server", "created", "size", "format", "fingerprint", "method"}
+SNAP_KEYS = {"name", "id", "path", "volume", "server", "created", "size", "format", "fingerprint", "method"}
 
 
 def _allocated(path):

@@ -1,0 +1,99 @@
+"""Peers of the provider contract tests: one per adapter, each able to make a "server" the adapter can find.
+
+A peer answers:
+  ``source(**params)``            the adapter under test, built from module-style params;
+  ``make_server(name, data)``     a server on the peer whose boot volume holds ``data`` (bytes); returns its name;
+  ``write_volume(name, data)``    overwrite the boot volume's bytes (the server "changes");
+  ``read_volume(name)``           the boot volume's bytes;
+  ``read_device(device, size)``   the first ``size`` bytes of an attached device on the conversion host;
+  ``foreign_snapshot(name)``      a snapshot of the server that the collection did not make; returns its name;
+  ``host``                        the conversion host's id for ``volume_attach``.
+
+A new adapter joins by adding its peer to ``PEERS`` (an emulator-backed one starts its emulator in the fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers
+
+
+class LocalPeer:
+    """Provider local: a server is a raw disk image file; with ``loop`` the attach is a real read-only loop device."""
+
+    provider = "local"
+    host = "localhost"
+
+    def __init__(self, root, loop=False):
+        self.root, self.loop = root, loop
+        self.volumes = root / "volumes"
+        self.volumes.mkdir()
+        self.snapshot_dir = str(root / "snapshots")
+
+    def source(self, **params):
+        base = {"provider": "local", "snapshot_dir": self.snapshot_dir, "loop": self.loop, "volumes": None}
+        base.update(params)
+        return _providers.source(base)
+
+    def _path(self, name):
+        return self.volumes / ("%s.img" % name)
+
+    def server_params(self, name):
+        """The params that let ``server_info`` find server ``name`` (local: its volumes)."""
+        return {"volumes": [str(self._path(name))]}
+
+    def make_server(self, name, data):
+        self._path(name).write_bytes(data)
+        return name
+
+    def write_volume(self, name, data):
+        path = self._path(name)
+        path.write_bytes(data)
+        stamp = os.stat(path).st_mtime_ns + 10 ** 9  # a new state even on a coarse clock
+        os.utime(path, ns=(stamp, stamp))
+
+    def read_volume(self, name):
+        return self._path(name).read_bytes()
+
+    def read_device(self, device, size):
+        with open(device, "rb") as handle:
+            return handle.read(size)
+
+    def foreign_snapshot(self, name):
+        os.makedirs(self.snapshot_dir, exist_ok=True)
+        snap = "%s-operator" % name
+        with open(os.path.join(self.snapshot_dir, snap + ".raw"), "wb") as handle:
+            handle.write(self.read_volume(name))
+        with open(os.path.join(self.snapshot_dir, snap + ".snapshot.json"), "w", encoding="utf-8") as handle:
+            json.dump({"name": snap, "server": name, "created-by": "an operator"}, handle)
+        return snap
+
+    def volume_id(self, name):
+        return str(self._path(name))
+
+
+def _loop_available():
+    return os.geteuid() == 0 and subprocess.run(["losetup", "--find"], capture_output=True, check=False).returncode == 0
+
+
+def local_file(tmp_path):
+    return LocalPeer(tmp_path)
+
+
+def local_loop(tmp_path):
+    if not _loop_available():
+        pytest.skip("loop devices need root and a free /dev/loopN")
+    return LocalPeer(tmp_path, loop=True)
+
+
+PEERS = {"local": local_file, "local-loop": local_loop}
+
+
+@pytest.fixture(params=sorted(PEERS))
+def peer(request, tmp_path):
+    return PEERS[request.param](tmp_path)
