@@ -23,4 +23,10 @@ options:
       - Provider V(local) only, and required there - directory that holds the snapshots
         (created with mode 0700 when a snapshot is taken).
     type: path
+  loop:
+    description:
+      - Provider V(local) only - M(vmimage.replication.volume_attach) exposes the snapshot as a read-only loop device
+        (needs root) instead of its data file.
+    type: bool
+    default: false
 """

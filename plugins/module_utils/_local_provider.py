@@ -20,6 +20,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 # The options of this provider (module option group "provider", doc fragment vmimage.replication.provider).
 OPTIONS = dict(
     snapshot_dir=dict(type="path"),
+    loop=dict(type="bool", default=False),
 )
 
 _SYS_LOOP = "/sys/block"

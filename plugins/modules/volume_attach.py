@@ -44,11 +44,6 @@ options:
       - With O(state=absent), the RV(attachment) that O(state=present) returned. Without it the adapter finds what
         it made from O(snapshot) for O(host) by its marks.
     type: dict
-  loop:
-    description:
-      - Provider V(local) only - expose the snapshot as a read-only loop device (needs root) instead of its data file.
-    type: bool
-    default: false
 attributes:
   check_mode:
     support: full
@@ -146,7 +141,6 @@ def main():
         host=dict(type="str"),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         attachment=dict(type="dict"),
-        loop=dict(type="bool", default=False),
     )
     ReplicationModule(spec, groups=("provider",), action="attach the volume").run(run)
 
