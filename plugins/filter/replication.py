@@ -1,0 +1,105 @@
+# Copyright: vmimage.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The decisions of the replicate_server role, where unit tests reach them (each documented in <name>.yml):
+server_unchanged, data_path, snapshot_owned, keep_for_resume, replication_result."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+DATA_PATHS = ("auto", "stream", "staged")
+# Every key of a server's result record, in the order docs/ show them.
+RESULT_KEYS = ("status", "image", "latest", "previous_latest", "pruned", "virtual_size", "stored_size", "compression_ratio", "seconds",
+               "bytes_per_second", "uploaded_bytes", "resumed_parts", "key", "sha256", "error")
+STATUSES = ("unchanged", "replicated", "would-replicate", "failed")
+
+
+def _bool(value, name):
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        raise AnsibleFilterError("%s must be a boolean, not %r" % (name, value)) from None
+
+
+def _mapping(value):
+    return value if isinstance(value, dict) else {}
+
+
+def _name(image):
+    """An image given as a dict (image_import, image_info) or as its name."""
+    return image.get("name") if isinstance(image, dict) else image
+
+
+def server_unchanged(server, latest, force=False):
+    """True when the latest image was made from the boot volume as it is now (same fingerprint) and ``force`` is off.
+
+    ``server`` is server_info's ``server``; ``latest`` is image_info's ``latest``. A provider that cannot fingerprint
+    a volume (fingerprint null) never counts as unchanged, so every run copies it.
+    """
+    if _bool(force, "force") or not isinstance(latest, dict):
+        return False
+    fingerprint = _mapping(_mapping(server).get("boot_volume")).get("fingerprint")
+    return fingerprint is not None and latest.get("source_fingerprint") == fingerprint
+
+
+def data_path(requested, compress=True, source_format="raw"):
+    """``stream`` or ``staged``: ``auto`` streams raw sources made into compressed QCOW2, and stages the rest."""
+    if requested not in DATA_PATHS:
+        raise AnsibleFilterError("data_path: replication_data_path is %r; choose one of %s" % (requested, ", ".join(DATA_PATHS)))
+    if requested != "auto":
+        return requested
+    return "stream" if _bool(compress, "compress") and (source_format or "raw") == "raw" else "staged"
+
+
+def snapshot_owned(snapshot, mark=None, image_name=None):
+    """Whether the role may remove the snapshot: this run took it (``snapshot`` is the snapshot module's result, changed),
+    or a run that kept it for resuming marked it (``mark`` is the name written in the run directory)."""
+    result = _mapping(snapshot)
+    if result.get("changed"):
+        return True
+    name = _mapping(result.get("snapshot")).get("name")
+    return bool(mark) and name is not None and str(mark).strip() == name == image_name
+
+
+def keep_for_resume(keep_incomplete_uploads, check_mode=False, started=False, uploaded=False):
+    """Whether a run that ends now keeps its upload, snapshot and run directory for the next run to resume:
+    asked to, not in check mode, and the data path started but the upload did not finish."""
+    return (_bool(keep_incomplete_uploads, "keep_incomplete_uploads") and not _bool(check_mode, "check_mode")
+            and _bool(started, "started") and not _bool(uploaded, "uploaded"))
+
+
+def replication_result(status, catalog=None, imported=None, converted=None, uploaded=None, key=None, image=None, error=None):
+    """The record of one server (set_stats ``vmimage_replication.<server>``), the same keys for every status.
+
+    ``catalog`` is image_info's result; ``imported`` image_import's (or the import_plan in check mode); ``converted``
+    and ``uploaded`` the results of the data path's stages.
+    """
+    if status not in STATUSES:
+        raise AnsibleFilterError("replication_result: status %r; choose one of %s" % (status, ", ".join(STATUSES)))
+    record = dict.fromkeys(RESULT_KEYS)
+    record.update(status=status, pruned=[], key=key, error=error)
+    latest = _mapping(catalog).get("latest")
+    if status == "unchanged":
+        latest = _mapping(latest)
+        record.update(image=latest.get("name"), latest=latest.get("name"), stored_size=latest.get("size"), seconds=0,
+                      key=latest.get("key"), sha256=latest.get("sha256"), error=None)
+    elif status == "failed":
+        record.update(latest=_name(latest))
+    else:
+        imported, converted, uploaded = _mapping(imported), _mapping(converted), _mapping(uploaded)
+        seconds = float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
+        record.update(
+            image=_name(imported.get("image")) or image, latest=_name(imported.get("latest")), previous_latest=_name(imported.get("previous_latest")),
+            pruned=list(imported.get("pruned") or []), virtual_size=converted.get("virtual_size"), stored_size=converted.get("stored_size"),
+            compression_ratio=converted.get("compression_ratio"), seconds=seconds, bytes_per_second=uploaded.get("bytes_per_second"),
+            uploaded_bytes=uploaded.get("uploaded_bytes"), resumed_parts=uploaded.get("resumed_parts"), sha256=converted.get("sha256"), error=None,
+        )
+    return record
+
+
+class FilterModule:
+    def filters(self):
+        return {"server_unchanged": server_unchanged, "data_path": data_path, "snapshot_owned": snapshot_owned,
+                "keep_for_resume": keep_for_resume, "replication_result": replication_result}
