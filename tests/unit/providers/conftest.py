@@ -10,17 +10,24 @@ A peer answers:
   ``host``                        the conversion host's id for ``volume_attach``.
 
 A new adapter joins by adding its peer to ``PEERS`` (an emulator-backed one starts its emulator in the fixture).
+
+Target peers (``TARGET_PEERS``, fixture ``target_peer``) answer:
+  ``target(**params)``            the Target adapter for server ``params["server"]``;
+  ``upload(server, snapshot_time, body)``  an image object as cos_upload leaves it; returns its key;
+  ``break_object(key)``           make the object unreadable as an image (the import must fail).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+import uuid
 
 import pytest
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _providers
 
 
 class LocalPeer:
@@ -97,3 +104,38 @@ PEERS = {"local": local_file, "local-loop": local_loop}
 @pytest.fixture(params=sorted(PEERS))
 def peer(request, tmp_path):
     return PEERS[request.param](tmp_path)
+
+
+class BucketCatalogPeer:
+    """Target bucket_catalog on a real S3 server (rclone)."""
+
+    target_name = "bucket_catalog"
+
+    def __init__(self, s3):
+        self.s3 = s3
+        self.bucket = s3.make_bucket("t-%s" % uuid.uuid4().hex[:16])
+
+    def target(self, **params):
+        base = {"target": "bucket_catalog", "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/"}
+        base.update(params)
+        return _providers.target(base)
+
+    def upload(self, server, snapshot_time, body):
+        key = _naming.object_key("images/", server, snapshot_time, "qcow2")
+        meta = {"created-by": _naming.CREATED_BY, "sha256": hashlib.sha256(body).hexdigest(), "format": "qcow2",
+                "snapshot-time": snapshot_time, "source-server": server}
+        self.s3.client().put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=meta)
+        return key
+
+    def break_object(self, key):
+        client = self.s3.client()
+        meta = client.head_object(Bucket=self.bucket, Key=key)["Metadata"]
+        client.put_object(Bucket=self.bucket, Key=key, Body=b"not an image" * 100, Metadata=meta)
+
+
+TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone"))}
+
+
+@pytest.fixture(params=sorted(TARGET_PEERS))
+def target_peer(request):
+    return TARGET_PEERS[request.param](request)

@@ -1,0 +1,75 @@
+"""The image library contract: the same assertions for every target adapter (see conftest.TARGET_PEERS)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
+SERVER = "web01"
+T1, T2, T3 = "2026-03-01T12:00:00Z", "2026-03-02T12:00:00Z", "2026-03-03T12:00:00Z"
+IMAGE_KEYS = {"name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint"}
+RESULT_KEYS = {"changed", "image", "latest", "previous_latest", "pruned", "images", "orphaned"}
+
+
+@pytest.fixture(scope="module")
+def bodies(tmp_path_factory):
+    """Three small real qcow2 images."""
+    out = []
+    for i in range(3):
+        path = tmp_path_factory.mktemp("q") / ("i%d.qcow2" % i)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "%dM" % (8 + i)], check=True)
+        out.append(path.read_bytes())
+    return out
+
+
+def test_import_rotates_prunes_and_is_idempotent(target_peer, bodies):
+    target = target_peer.target(server=SERVER)
+    assert target.info()["images"] == [] and target.info()["latest"] is None
+    key1 = target_peer.upload(SERVER, T1, bodies[0])
+
+    preview = target.import_image(key1, snapshot_time=T1, keep_last=2, check_mode=True)
+    assert preview["changed"] is True and RESULT_KEYS <= set(preview) and target.info()["latest"] is None
+    first = target.import_image(key1, snapshot_time=T1, keep_last=2)
+    assert first["changed"] is True and IMAGE_KEYS <= set(first["image"])
+    assert first["latest"]["name"] == _naming.image_name(SERVER, T1) and first["previous_latest"] is None
+    assert target.import_image(key1, snapshot_time=T1, keep_last=2)["changed"] is False
+
+    key2 = target_peer.upload(SERVER, T2, bodies[1])
+    second = target.import_image(key2, snapshot_time=T2, keep_last=2)
+    assert second["latest"]["name"] == _naming.image_name(SERVER, T2) and second["previous_latest"]["name"] == _naming.image_name(SERVER, T1)
+    key3 = target_peer.upload(SERVER, T3, bodies[2])
+    third = target.import_image(key3, snapshot_time=T3, keep_last=2)
+    assert third["pruned"] == [_naming.image_name(SERVER, T1)]
+    assert [i["name"] for i in target.info()["images"]] == [_naming.image_name(SERVER, t) for t in (T2, T3)]
+
+
+def test_latest_is_removed_only_with_force(target_peer, bodies):
+    target = target_peer.target(server=SERVER)
+    for when, body in ((T1, bodies[0]), (T2, bodies[1])):
+        target.import_image(target_peer.upload(SERVER, when, body), snapshot_time=when)
+    with pytest.raises(ReplicationError, match="force"):
+        target.remove_image(_naming.latest_name(SERVER))
+    gone = target.remove_image(_naming.image_name(SERVER, T1))
+    assert gone["changed"] is True and [i["name"] for i in gone["images"]] == [_naming.image_name(SERVER, T2)]
+    assert target.remove_image(_naming.image_name(SERVER, T1))["changed"] is False
+    forced = target.remove_image(_naming.latest_name(SERVER), force=True)
+    assert forced["changed"] is True and target.info()["latest"] is None
+
+
+def test_failed_import_leaves_the_latest(target_peer, bodies):
+    target = target_peer.target(server=SERVER)
+    target.import_image(target_peer.upload(SERVER, T1, bodies[0]), snapshot_time=T1)
+    key2 = target_peer.upload(SERVER, T2, bodies[1])
+    target_peer.break_object(key2)
+    with pytest.raises(ReplicationError) as info:
+        target.import_image(key2, snapshot_time=T2)
+    assert info.value.msg.startswith("Failed to import image") and key2 in info.value.msg
+    missing = "images/%s/%s.qcow2" % (SERVER, _naming.image_name(SERVER, T3))
+    with pytest.raises(ReplicationError) as info:
+        target.import_image(missing, snapshot_time=T3)
+    assert missing in info.value.msg
+    assert target.info()["latest"]["name"] == _naming.image_name(SERVER, T1)
