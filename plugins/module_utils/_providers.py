@@ -33,6 +33,8 @@ from __future__ import annotations
 import copy
 import importlib
 
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
 # provider name -> module under plugins/module_utils that holds its adapter.
 SOURCES = {"local": "_local_provider", "ibm_vpc": "_ibm_vpc"}
 TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc"}
@@ -75,14 +77,22 @@ def provider_options(names):
     return spec
 
 
+def _build(params, key, registry, kind, cls):
+    try:
+        module = _adapter_module(params[key], registry, kind)
+    except ValueError as exc:
+        raise ReplicationError("Failed to use %s %s: %s; set %s to one that is installed" % (kind, params[key], exc, key)) from None
+    return getattr(module, cls)(params)
+
+
 def source(params):
     """The ``Source`` adapter named by ``params['provider']``, built from the module's params."""
-    return _adapter_module(params["provider"], SOURCES, "provider").Source(params)
+    return _build(params, "provider", SOURCES, "provider", "Source")
 
 
 def target(params):
     """The ``Target`` adapter named by ``params['target']``, built from the module's params."""
-    return _adapter_module(params["target"], TARGETS, "target").Target(params)
+    return _build(params, "target", TARGETS, "target", "Target")
 
 
 class Source:

@@ -28,8 +28,17 @@ def _server(peer, name="web01", seed=1):
 
 def test_registry_names_every_adapter():
     assert set(_providers.SOURCES) >= {"local"} and set(_providers.TARGETS) >= {"bucket_catalog"}
-    with pytest.raises(ValueError, match="unknown provider 'nope'"):
+    with pytest.raises(ReplicationError, match="Failed to use provider nope: unknown provider 'nope'; choose one of"):
         _providers.source({"provider": "nope"})
+    with pytest.raises(ReplicationError, match="Failed to use target nope"):
+        _providers.target({"target": "nope"})
+
+
+def test_an_adapter_not_installed_is_a_clear_error_and_adds_no_options(monkeypatch):
+    monkeypatch.setitem(_providers.SOURCES, "ghost", "_no_such_adapter")
+    with pytest.raises(ReplicationError, match="provider 'ghost' is not installed .*no module_utils/_no_such_adapter.py"):
+        _providers.source({"provider": "ghost"})
+    assert _providers.provider_options(["ghost", "local"]) == _providers.provider_options(["local"])
 
 
 def test_server_info_answers_the_same_keys(peer):
