@@ -23,9 +23,12 @@ Every adapter:
   the role read every provider the same way.
 
 A new provider is a new module ``_<provider>.py`` with a ``Source`` and/or
-``Target`` subclass and ``OPTIONS``, registered in ``SOURCES`` / ``TARGETS``, plus
-its doc fragment and the contract tests (tests/unit/providers) run against its
-peer or emulator.
+``Target`` subclass and ``OPTIONS``, registered in ``SOURCES`` / ``TARGETS`` and named
+in ``_bundle()``; its options documented in the doc fragments ``provider`` (source
+modules) and ``catalog`` (target modules) and added to the ``provider`` / ``target``
+choices there; and its peer in tests/unit/providers/conftest.py (``PEERS`` /
+``TARGET_PEERS``), so that the contract tests run against its peer or emulator.
+The modules and the replicate_server role need no change.
 """
 
 from __future__ import annotations
