@@ -146,6 +146,38 @@ class SlowCopies:
         self.thread.join(5)
 
 
+def write_velero_backup(s3, bucket, name, schedule, snapshots, phase="Completed", prefix=""):
+    """Write backup ``name`` as Velero 1.x lays it out in its bucket.
+
+    ``snapshots``: dicts with snapshot_id, pv, volume_id, volume_type, zone, iops, phase (default Completed).
+    """
+    import gzip
+    import json
+
+    root = (prefix.strip("/") + "/" if prefix.strip("/") else "") + "backups/%s/" % name
+    labels = {"velero.io/storage-location": "default"}
+    if schedule:
+        labels["velero.io/schedule-name"] = schedule
+    backup = {
+        "kind": "Backup", "apiVersion": "velero.io/v1",
+        "metadata": {"name": name, "namespace": "velero", "uid": "0b6c2a40-0000-4000-8000-%012d" % len(name), "labels": labels,
+                     "creationTimestamp": "2026-03-10T01:00:00Z"},
+        "spec": {"includedNamespaces": ["*"], "snapshotVolumes": True, "storageLocation": "default",
+                 "volumeSnapshotLocations": ["default"], "ttl": "720h0m0s"},
+        "status": {"version": 1, "formatVersion": "1.1.0", "phase": phase, "startTimestamp": "2026-03-10T01:00:00Z",
+                   "completionTimestamp": "2026-03-10T01:02:00Z", "volumeSnapshotsAttempted": len(snapshots),
+                   "volumeSnapshotsCompleted": sum(1 for s in snapshots if s.get("phase", "Completed") == "Completed")},
+    }
+    items = [{"spec": {"backupName": name, "backupUID": backup["metadata"]["uid"], "location": "default",
+                       "persistentVolumeName": s["pv"], "providerVolumeID": s["volume_id"], "volumeType": s.get("volume_type", "gp3"),
+                       "volumeAZ": s.get("zone", "eu-west-1a"), "volumeIOPS": s.get("iops")},
+              "status": {"providerSnapshotID": s["snapshot_id"], "phase": s.get("phase", "Completed")}} for s in snapshots]
+    s3.put_object(Bucket=bucket, Key=root + "velero-backup.json", Body=json.dumps(backup).encode())
+    s3.put_object(Bucket=bucket, Key=root + "%s-volumesnapshots.json.gz" % name, Body=gzip.compress(json.dumps(items).encode()))
+    s3.put_object(Bucket=bucket, Key=root + "%s.tar.gz" % name, Body=gzip.compress(b""))
+    s3.put_object(Bucket=bucket, Key=root + "%s-logs.gz" % name, Body=gzip.compress(b"backup log\n"))
+
+
 # --- pytest fixtures (import them into a test module) ---------------------------------------
 
 import pytest  # noqa: E402
