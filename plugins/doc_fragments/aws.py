@@ -49,3 +49,14 @@ requirements:
   - boto3 >= 1.34
   - botocore >= 1.34
 """
+
+    # The attributes of the AWS modules: check mode with the same answer as a real run, no diff, re-runs change nothing.
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+"""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import traceback
 
 from ansible.module_utils.basic import env_fallback
-from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _snapshot_copy
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _snapshot_copy, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
 
 try:
@@ -267,3 +267,96 @@ def describe_source(snapshot, volume=None, extra=None):
         volume_type=extra.get("volume_type") or volume.get("VolumeType"), iops=extra.get("iops") or volume.get("Iops"),
         zone=extra.get("zone") or volume.get("AvailabilityZone"), encrypted=snapshot.get("Encrypted", False),
     )
+
+
+RESTORED_FROM = _snapshot_copy.PREFIX + "restored-from"
+PVC_NAME = "kubernetes.io/created-for/pvc/name"
+PVC_NAMESPACE = "kubernetes.io/created-for/pvc/namespace"
+
+
+def copy_records(session, region, filters=()):
+    """The copies the collection made in ``region`` (parse_copy records), oldest origin first."""
+    found = EC2(session, region).snapshots([{"Name": "tag:%s" % _snapshot_copy.CREATED_BY_KEY, "Values": [CREATED_BY]}] + list(filters))
+    records = (_snapshot_copy.parse_copy(s["SnapshotId"], region, s["State"], tags_dict(s.get("Tags"))) for s in found)
+    return sorted((r for r in records if r), key=lambda r: (r["start_time"], r["id"]))
+
+
+def _wait_state(probe_state, ready, failed, what, params):
+    def probe():
+        state = probe_state()
+        return state in ready, state
+    return _wait.wait_until(probe, params["wait_timeout"], sleep=params["wait_sleep"], failure_states=failed, what=what)
+
+
+def restore(params, check_mode):
+    """Restore copy ``snapshot_id`` (in ``snapshot_region``) to a new volume in ``region`` / ``availability_zone``.
+
+    Copies the snapshot back first when it is in another region. A volume restored earlier from the same snapshot in
+    the same zone (tag restored-from) is reused, so a re-run changes nothing. Returns (changed, facts).
+    """
+    session = Session(params)
+    region = session.check_region(params["region"], "region")
+    where = session.check_region(params.get("snapshot_region") or region, "snapshot region")
+    target = EC2(session, region)
+    try:
+        zones = [z["ZoneName"] for z in target.client.describe_availability_zones()["AvailabilityZones"]]
+    except botocore.exceptions.ClientError as exc:
+        raise fail("list the availability zones of %s" % region, exc) from None
+    if params["availability_zone"] not in zones:
+        raise ReplicationError("Failed to restore into zone %s: it is not a zone of %s; choose one of %s"
+                               % (params["availability_zone"], region, ", ".join(sorted(zones))))
+    found = EC2(session, where).snapshots(snapshot_ids=[params["snapshot_id"]])
+    if not found:
+        raise ReplicationError("Failed to find snapshot %s in %s: list the replicated snapshots with snapshot_copy_info" % (params["snapshot_id"], where))
+    snap = found[0]
+    tags = tags_dict(snap.get("Tags"))
+    facts = dict(snapshot_id=snap["SnapshotId"], snapshot_region=where, copied_back=None, volume_id=None, created=False)
+    changed = False
+    local_id = snap["SnapshotId"]
+    if where != region:
+        back = target.snapshots([{"Name": "tag:%s" % RESTORED_FROM, "Values": [snap["SnapshotId"]]},
+                                 {"Name": "tag:%s" % _snapshot_copy.CREATED_BY_KEY, "Values": [CREATED_BY]}])
+        back = [b for b in back if b["State"] != "error"]
+        if back:
+            local_id = back[0]["SnapshotId"]
+        elif check_mode:
+            local_id, changed = None, True
+        else:
+            copy_tags = {k: v for k, v in tags.items() if not k.startswith("aws:")}
+            copy_tags[RESTORED_FROM] = snap["SnapshotId"]
+            copy_tags[_snapshot_copy.CREATED_BY_KEY] = CREATED_BY
+            try:
+                local_id = target.copy(snap["SnapshotId"], where, "Restore copy of %s from %s (%s)" % (snap["SnapshotId"], where, CREATED_BY),
+                                       copy_tags, kms_key_id=params.get("kms_key_id"))
+            except botocore.exceptions.ClientError as exc:
+                raise fail("copy snapshot %s from %s back to %s" % (snap["SnapshotId"], where, region), exc) from None
+            changed = True
+        if local_id:
+            _wait_state(lambda: (target.snapshots(snapshot_ids=[local_id]) or [{"State": "missing"}])[0]["State"], ("completed",),
+                        ("error", "missing"), "snapshot %s copied back to %s" % (local_id, region), params)
+        facts["copied_back"] = local_id
+    existing = target.client.describe_volumes(Filters=[
+        {"Name": "tag:%s" % RESTORED_FROM, "Values": [snap["SnapshotId"]]},
+        {"Name": "availability-zone", "Values": [params["availability_zone"]]}]).get("Volumes", [])
+    existing = [v for v in existing if v["State"] in ("creating", "available", "in-use")]
+    size = params.get("size") or snap.get("VolumeSize") or int(tags.get(_snapshot_copy.VOLUME_SIZE, "0") or 0)
+    facts["size_gib"] = size
+    if existing:
+        facts["volume_id"] = existing[0]["VolumeId"]
+    elif check_mode:
+        changed = True
+    else:
+        volume_tags = {k: v for k, v in tags.items() if k in (PVC_NAME, PVC_NAMESPACE) or k.startswith("velero.io/")}
+        volume_tags.update({_snapshot_copy.CREATED_BY_KEY: CREATED_BY, RESTORED_FROM: snap["SnapshotId"]})
+        volume = target.create_volume(local_id, params["availability_zone"], volume_tags,
+                                      volume_type=params.get("volume_type") or tags.get(_snapshot_copy.VOLUME_TYPE),
+                                      iops=params.get("iops") or tags.get(_snapshot_copy.VOLUME_IOPS), size=params.get("size"),
+                                      kms_key_id=params.get("kms_key_id"))
+        facts.update(volume_id=volume["VolumeId"], created=True)
+        changed = True
+    if facts["volume_id"] and params["wait"]:
+        _wait_state(lambda: target.volume_state(facts["volume_id"]), ("available", "in-use"), ("error", "missing"),
+                    "volume %s" % facts["volume_id"], params)
+    facts["pvc_name"] = params.get("pvc_name") or tags.get(PVC_NAME)
+    facts["pvc_namespace"] = params.get("pvc_namespace") or tags.get(PVC_NAMESPACE)
+    return changed, facts

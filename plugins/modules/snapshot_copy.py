@@ -24,13 +24,7 @@ author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.aws
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
+  - vmimage.replication.aws.attributes
 options:
   destination_regions:
     description:
