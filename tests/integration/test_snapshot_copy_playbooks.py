@@ -1,0 +1,85 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""playbooks/copy_snapshots.yml (configured from the environment, as the CronJob runs it) and playbooks/restore.yml,
+through ansible-runner against moto."""
+
+from __future__ import annotations
+
+import os
+
+import kubernetes_validate
+import yaml
+
+from tests.peers import moto, runner
+from tests.peers.moto import moto_server, moto_session, write_velero_backup  # noqa: F401 - fixtures
+
+SRC, DST = "eu-west-1", "eu-central-1"
+INVENTORY = {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}}
+
+
+def environment(server, **extra):
+    env = dict(AWS_ACCESS_KEY_ID=moto.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=moto.SECRET_KEY, AWS_ENDPOINT_URL=server.endpoint,
+               AWS_REGION=SRC, SNAPSHOT_COPY_DESTINATION_REGIONS=DST, VELERO_BUCKET="velero", VELERO_SCHEDULE="daily",
+               SNAPSHOT_COPY_RETENTION_DAYS="14")
+    env.update(extra)
+    return env
+
+
+def velero_backup(server):
+    ec2 = server.client("ec2", SRC)
+    volume = ec2.create_volume(Size=2, AvailabilityZone="eu-west-1a", VolumeType="gp3")
+    snap = ec2.create_snapshot(VolumeId=volume["VolumeId"], TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+        {"Key": "kubernetes.io/created-for/pvc/name", "Value": "data-db-0"}, {"Key": "kubernetes.io/created-for/pvc/namespace", "Value": "shop"}]}])
+    s3 = server.client("s3", SRC)
+    s3.create_bucket(Bucket="velero", CreateBucketConfiguration={"LocationConstraint": SRC})
+    write_velero_backup(s3, "velero", "daily-20260310010000", "daily",
+                        [dict(snapshot_id=snap["SnapshotId"], pv="pv-a", volume_id=volume["VolumeId"])])
+    return snap["SnapshotId"]
+
+
+def private_dir(tmp_path, name):
+    path = tmp_path / name
+    path.mkdir()
+    return str(path)
+
+
+def copy_run(server, tmp_path, name, **env):
+    return runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "copy_snapshots.yml"), INVENTORY,
+                               extravars={"snapshot_copy_wait_sleep": 0.01}, envvars=environment(server, **env),
+                               private_dir=private_dir(tmp_path, name))
+
+
+def test_copy_snapshots_playbook_copies_once_and_honours_the_opt_out(moto_server, tmp_path):
+    velero_backup(moto_server)
+    off = copy_run(moto_server, tmp_path, "off", SNAPSHOT_COPY_DISABLED="true")
+    assert off.status == "successful", off.stdout
+    assert off.custom_stats()["vmimage_snapshot_copy"]["disabled"] is True
+    assert moto_server.client("ec2", DST).describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+
+    first = copy_run(moto_server, tmp_path, "first")
+    assert first.status == "successful", first.stdout
+    assert len(first.custom_stats()["vmimage_snapshot_copy"]["copied"]) == 1
+    second = copy_run(moto_server, tmp_path, "second", SNAPSHOT_COPY_DISABLED="")
+    assert second.status == "successful" and second.stats["changed"] == {}, second.stdout
+    assert second.custom_stats()["vmimage_snapshot_copy"]["copied"] == []
+    assert moto.SECRET_KEY not in first.stdout + second.stdout
+
+
+def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
+    velero_backup(moto_server)
+    assert copy_run(moto_server, tmp_path, "copy").status == "successful"
+    out = tmp_path / "manifests"
+    out.mkdir()
+    run = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(
+        restore_snapshot_region=DST, restore_region=SRC, restore_availability_zone="eu-west-1b", restore_pvc_name="data-db-0",
+        restore_backup="daily-20260310010000", restore_output_dir=str(out), restore_wait_sleep=0.01),
+        envvars=environment(moto_server), private_dir=private_dir(tmp_path, "restore"))
+    assert run.status == "successful", run.stdout
+    pv = yaml.safe_load((out / "pv.yaml").read_text())
+    pvc = yaml.safe_load((out / "pvc.yaml").read_text())
+    for manifest in (pv, pvc):
+        kubernetes_validate.validate(manifest, "1.30", strict=True)
+    assert pv["spec"]["csi"]["driver"] == "ebs.csi.aws.com" and pvc["metadata"] == {"name": "data-db-0", "namespace": "shop"}
+    (volume,) = moto_server.client("ec2", SRC).describe_volumes(VolumeIds=[pv["spec"]["csi"]["volumeHandle"]])["Volumes"]
+    assert volume["AvailabilityZone"] == "eu-west-1b"
