@@ -24,7 +24,7 @@ try:
     import botocore.exceptions
     BOTO_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - reported by require()
-    boto3 = None
+    boto3 = botocore = None
     BOTO_IMPORT_ERROR = traceback.format_exc()
 
 AWS_OPTIONS = dict(

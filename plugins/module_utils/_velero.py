@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 SCHEDULE_LABEL = "velero.io/schedule-name"
@@ -32,8 +33,8 @@ def _get(s3, bucket, key):
     """The object's bytes, or None when it does not exist."""
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:  # noqa: BLE001 - botocore's error classes come from the client
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    except (_aws.botocore.exceptions.ClientError, _aws.botocore.exceptions.BotoCoreError) as exc:
+        code = _aws.error_code(exc)
         if code in ("NoSuchKey", "404", "NotFound"):
             return None
         if code == "NoSuchBucket":
@@ -47,8 +48,8 @@ def backup_names(s3, bucket, prefix):
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_root(prefix), Delimiter="/"):
             names.extend(p["Prefix"][len(_root(prefix)):].rstrip("/") for p in page.get("CommonPrefixes", []))
-    except Exception as exc:  # noqa: BLE001
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    except (_aws.botocore.exceptions.ClientError, _aws.botocore.exceptions.BotoCoreError) as exc:
+        code = _aws.error_code(exc)
         raise ReplicationError("Failed to list Velero backups in s3://%s/%s: %s" % (bucket, _root(prefix), code or exc)) from None
     return names
 
