@@ -85,8 +85,8 @@ def test_expired_copy_deleted_foreign_and_other_jobs_kept(moto_server):
     # Looks like ours (same description and name), but the collection did not make it.
     foreign = moto_server.client("ec2", DST).copy_snapshot(
         SourceSnapshotId=source, SourceRegion=SRC, Description="Copy of %s from %s (vmimage.replication)" % (source, SRC),
-        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "Name", "Value": "vmimage.replication-copy"},
-                                                                  {"Key": P + "start-time", "Value": "2001-01-01T00:00:00Z"}]}])["SnapshotId"]
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": "Name", "Value": "vmimage.replication-copy"}, {"Key": P + "start-time", "Value": "2001-01-01T00:00:00Z"}]}])["SnapshotId"]
     preview = run_module("snapshot_copy", args(moto_server), check_mode=True)
     assert [d["id"] for d in preview["deleted"]] == [expired] and len(preview["copied"]) == 1, preview
     assert expired in copies_in(moto_server, DST)

@@ -139,3 +139,48 @@ def test_a_failed_copy_is_reported_and_the_others_finish():
     clock = Clock()
     done = sc.run_copies(Backend(clock, duration=30, fail={"snap-1"}), jobs(3), 5, 600, sleep=10, clock=clock, pause=clock.pause)
     assert [f["origin_snapshot_id"] for f in done["failed"]] == ["snap-1"] and len(done["completed"]) == 2
+
+
+class PlanBackend(Backend):
+    selector = "tags:b=n"
+
+    def __init__(self, clock, sources, copies=(), fail=()):
+        super().__init__(clock, duration=30, fail=fail)
+        self._sources, self._copies, self.deleted = sources, list(copies), []
+
+    def sources(self):
+        return self._sources
+
+    def copies(self, region):
+        return [c for c in self._copies if c["region"] == region]
+
+    def delete(self, region, snapshot_id):
+        self.deleted.append(snapshot_id)
+
+
+PARAMS = dict(region="eu-west-1", destination_regions=["eu-central-1"], retention_count=1, retention_days=None, max_concurrent_copies=5,
+              wait_timeout=600, wait_sleep=10.0, wait=True)
+
+
+def test_execute_check_mode_and_real_run_agree_and_a_second_run_changes_nothing():
+    clock = Clock()
+    old = source("snap-old", 5)
+    backend = PlanBackend(clock, [source("snap-new", 1)], copies=[copy_of(old, "snap-cold")])
+    preview = sc.execute(backend, PARAMS, True, NOW, clock=clock, pause=clock.pause)
+    assert preview["changed"] and [c["origin_snapshot_id"] for c in preview["copied"]] == ["snap-new"]
+    assert [d["id"] for d in preview["deleted"]] == ["snap-cold"] and backend.started == {} and backend.deleted == []
+    real = sc.execute(backend, PARAMS, False, NOW, clock=clock, pause=clock.pause)
+    assert real["changed"] and [d["id"] for d in real["deleted"]] == ["snap-cold"] and backend.deleted == ["snap-cold"]
+
+
+def test_execute_deletes_nothing_when_a_copy_failed():
+    clock = Clock()
+    backend = PlanBackend(clock, [source("snap-new", 1)], copies=[copy_of(source("snap-old", 5), "snap-cold")], fail={"snap-new"})
+    with pytest.raises(ReplicationError, match="snap-new -> eu-central-1 ended error; nothing was deleted"):
+        sc.execute(backend, PARAMS, False, NOW, clock=clock, pause=clock.pause)
+    assert backend.deleted == []
+
+
+def test_execute_refuses_the_source_region_as_destination():
+    with pytest.raises(ReplicationError, match="lists the source region"):
+        sc.execute(PlanBackend(Clock(), []), dict(PARAMS, destination_regions=["eu-west-1"]), False, NOW)
