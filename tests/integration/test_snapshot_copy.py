@@ -168,3 +168,24 @@ def test_opt_out_by_environment(moto_server, monkeypatch):
     assert copies_in(moto_server, DST) == {}
     monkeypatch.setenv("SNAPSHOT_COPY_DISABLED", "false")
     assert run_module("snapshot_copy", args(moto_server))["changed"] is True
+
+
+def test_amazon_aws_conventions_environment_and_profile(moto_server, monkeypatch, tmp_path):
+    make_snapshots(moto_server, 1, {"backup": "nightly"})
+    base = dict(destination_regions=[DST], tags={"backup": "nightly"}, retention_days=7, wait_sleep=0.01)
+    monkeypatch.setenv("AWS_REGION", SRC)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.SECRET_KEY)
+    from_env = run_module("snapshot_copy", base, check_mode=True)
+    assert from_env["changed"] is True and len(from_env["copied"]) == 1, from_env
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[dr]\naws_access_key_id = %s\naws_secret_access_key = %s\n" % (moto.ACCESS_KEY, moto.SECRET_KEY))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    assert run_module("snapshot_copy", dict(base, profile="dr"), check_mode=True)["changed"] is True
+    missing = run_module("snapshot_copy", dict(base, profile="nope"))
+    assert missing.get("failed") and "Failed to open AWS profile 'nope'" in missing["msg"], missing
+    assert moto.SECRET_KEY not in json.dumps([from_env, missing])
