@@ -189,3 +189,15 @@ def test_amazon_aws_conventions_environment_and_profile(moto_server, monkeypatch
     missing = run_module("snapshot_copy", dict(base, profile="nope"))
     assert missing.get("failed") and "Failed to open AWS profile 'nope'" in missing["msg"], missing
     assert moto.SECRET_KEY not in json.dumps([from_env, missing])
+
+
+def test_resource_limit_exceeded_backs_off_and_every_copy_is_made(moto_server):
+    """The account's copy quota (here 2, answered as AWS answers it) is below max_concurrent_copies: the run waits and finishes."""
+    make_snapshots(moto_server, 4, {"backup": "nightly"})
+    front = moto.SlowCopies(moto_server.endpoint, polls=5, quota=2)
+    try:
+        result = run_module("snapshot_copy", args(moto_server, endpoint_url=front.endpoint, max_concurrent_copies=5))
+    finally:
+        front.stop()
+    assert result["changed"] is True and len(result["copied"]) == 4, result
+    assert front.refused >= 1 and front.max_pending <= 2

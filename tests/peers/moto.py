@@ -78,9 +78,11 @@ class SlowCopies:
     ``looks[snapshot_id]`` counts how often a caller asked; ``max_pending`` is the most copies seen pending at once.
     """
 
-    def __init__(self, upstream, polls):
+    def __init__(self, upstream, polls, quota=None):
         self.upstream = urllib.parse.urlsplit(upstream).netloc
         self.polls = polls
+        self.quota = quota  # answer CopySnapshot with ResourceLimitExceeded while this many copies are pending
+        self.refused = 0
         self.slow = set()
         self.looks = {}
         self.max_pending = 0
@@ -95,6 +97,16 @@ class SlowCopies:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if b"Action=CopySnapshot" in body and front.over_quota():
+                    data = (b"<?xml version='1.0' encoding='UTF-8'?><Response><Errors><Error><Code>ResourceLimitExceeded</Code><Message>"
+                            b"You have reached the maximum number of concurrent snapshot copies</Message></Error></Errors>"
+                            b"<RequestID>slow-copies</RequestID></Response>")
+                    self.send_response(400)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 conn = http.client.HTTPConnection(front.upstream, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request("POST", self.path, body=body, headers=headers)
@@ -120,6 +132,14 @@ class SlowCopies:
         self.endpoint = "http://127.0.0.1:%d" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def over_quota(self):
+        with self.lock:
+            pending = sum(1 for snapshot_id in self.slow if self.looks.get(snapshot_id, 0) < self.polls)
+            if self.quota is not None and pending >= self.quota:
+                self.refused += 1
+                return True
+        return False
 
     def _rewrite(self, data):
         pending = set()
