@@ -133,6 +133,26 @@ copied_back:
   returned: always
   type: str
   sample: snap-0aaaabbbbccccdddd
+snapshot_id:
+  description: The snapshot restored (O(snapshot_id)).
+  returned: always
+  type: str
+  sample: snap-0fedcba9876543210
+snapshot_region:
+  description: Its region.
+  returned: always
+  type: str
+  sample: eu-central-1
+pvc_name:
+  description: The name of the proposed claim (O(pvc_name), else the snapshot's tag); null when neither says.
+  returned: always
+  type: str
+  sample: data-db-0
+pvc_namespace:
+  description: The namespace of the proposed claim.
+  returned: always
+  type: str
+  sample: shop
 size_gib:
   description: Size of the volume in GiB.
   returned: always

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.contract import assert_return_contract
 from tests.harness import run_module
 from tests.peers import moto
 from tests.peers.moto import moto_server, moto_session  # noqa: F401 - fixtures
@@ -61,6 +62,8 @@ def test_first_run_copies_n_second_copies_nothing(moto_server):
     assert one[P + "selector"] == "tags:backup=nightly" and one[P + "start-time"].endswith("Z")
 
     second = run_module("snapshot_copy", a)
+    for result in (preview, first, second):
+        assert_return_contract("snapshot_copy", result)
     assert second["changed"] is False and second["copied"] == [] and second["deleted"] == [], second
     assert len(second["present"]) == 6
     assert run_module("snapshot_copy", a, check_mode=True)["changed"] is False
@@ -165,6 +168,7 @@ def test_opt_out_by_environment(moto_server, monkeypatch):
     monkeypatch.setenv("SNAPSHOT_COPY_DISABLED", "true")
     result = run_module("snapshot_copy", args(moto_server))
     assert result["changed"] is False and result["disabled"] is True, result
+    assert_return_contract("snapshot_copy", result)
     assert copies_in(moto_server, DST) == {}
     monkeypatch.setenv("SNAPSHOT_COPY_DISABLED", "false")
     assert run_module("snapshot_copy", args(moto_server))["changed"] is True

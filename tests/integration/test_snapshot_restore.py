@@ -10,6 +10,7 @@ import json
 import kubernetes_validate
 import pytest
 
+from tests.contract import assert_return_contract
 from tests.harness import run_module
 from tests.peers import moto
 from tests.peers.moto import moto_server, moto_session  # noqa: F401 - fixtures
@@ -52,6 +53,9 @@ def test_list_then_restore_gives_a_volume_and_valid_manifests(moto_server, repli
 
     result = run_module("snapshot_restore", restore_args(moto_server, copy["id"]))
     assert result["changed"] is True and result["created"] is True and result["copied_back"], result
+    assert_return_contract("snapshot_restore", result)
+    assert_return_contract("snapshot_restore", preview)
+    assert_return_contract("snapshot_copy_info", listed)
     (volume,) = moto_server.client("ec2", SRC).describe_volumes(VolumeIds=[result["volume_id"]])["Volumes"]
     assert volume["AvailabilityZone"] == "eu-west-1c" and volume["Size"] == 3 and volume["VolumeType"] == "gp3"
     pv, pvc = result["persistent_volume"], result["persistent_volume_claim"]
