@@ -1,0 +1,154 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""playbooks/powervc_import.yml through ansible_runner.run(), as a management application drives it.
+
+The PowerVC host is a real sshd on 127.0.0.4 with the stand-in powervc-image; the OVA goes to a real S3
+server (rclone) from that host, and the PowerVS emulator imports it from there. The run's events carry the
+phases and the import job's progress before the run ends; the final status and the new image id are read
+from the run. Failures at each step end with a message naming the cause, the session directory removed,
+no multipart upload left and the workspace's catalog unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _sealed
+from tests.emulators.powervs import PowerVSEmulator
+from tests.peers.powervc_host import PowerVCHost
+from tests.peers.runner import ROOT, run_playbook
+
+PLAYBOOK = os.path.join(ROOT, "playbooks", "powervc_import.yml")
+API_KEY = "pvsApiKey-Ru4Tz8QwLm2XcV9bN3sKd7Hj"
+PASSWORD = "pvcPassw0rd-Mx7Lq2Zr"
+PHASES = ["validate", "export", "upload", "import", "cleanup"]
+
+
+@pytest.fixture(scope="module")
+def pvc_ssh(sshd_factory):
+    return sshd_factory("127.0.0.4")
+
+
+@pytest.fixture(scope="module")
+def pvs(s3_rclone):
+    with PowerVSEmulator(API_KEY, {s3_rclone.region: s3_rclone.endpoint}, queued_seconds=0.5, running_seconds=2.5, progress_steps=5) as emulator:
+        yield emulator
+
+
+class Run:
+    def __init__(self, ssh, s3, emulator, tmp_path):
+        self.s3, self.emulator, self.tmp_path = s3, emulator, tmp_path
+        self.host = PowerVCHost(tmp_path / "pvc", PASSWORD)
+        self.ws = emulator.add_workspace(region="us-south", storage_types=("tier1", "tier3"))
+        self.bucket = s3.make_bucket("pvc-%s" % uuid.uuid4().hex[:12])
+        self.inventory = {"all": {"children": {"powervc": {"hosts": {"pvc1": ssh.inventory_vars()}}}}}
+
+    def extravars(self, **extra):
+        value = dict(
+            powervc_host_image="test-IMG", powervc_host_rc_file=self.host.rc_file, powervc_host_powervc_command=self.host.command,
+            powervc_host_powervc_password=PASSWORD, powervc_host_sessions_dir=self.host.sessions,
+            powervc_host_venv=os.path.dirname(os.path.dirname(sys.executable)), powervc_host_margin_mb=1,
+            powervc_host_cos=self.s3.cos(), powervc_host_bucket=self.bucket, powervc_host_storage_type="tier1", powervc_host_os_type="aix",
+            powervc_host_powervs=dict(workspace_id=self.ws.id, crn=self.ws.crn, url=self.emulator.url, iam_url=self.emulator.url, api_key=API_KEY,
+                                      retry_interval=0.2),
+            powervc_host_poll_wait=0.3, powervc_host_import_timeout=120,
+        )
+        value.update(extra)
+        return value
+
+    def run(self, envvars=None, **extra):
+        private = str(self.tmp_path / ("runner-%s" % uuid.uuid4().hex[:6]))
+        os.makedirs(private)
+        result = run_playbook(PLAYBOOK, self.inventory, extravars=self.extravars(**extra), envvars=envvars, private_dir=private)
+        result.private_dir = private
+        return result
+
+    def uploads(self):
+        client = self.s3.client()
+        try:
+            return client.list_multipart_uploads(Bucket=self.bucket).get("Uploads") or []
+        except client.exceptions.NoSuchUpload:  # rclone's answer when there is none
+            return []
+
+    def objects(self):
+        return [o["Key"] for o in self.s3.client().list_objects_v2(Bucket=self.bucket).get("Contents") or []]
+
+
+@pytest.fixture
+def bed(pvc_ssh, s3_rclone, pvs, tmp_path):
+    return Run(pvc_ssh, s3_rclone, pvs, tmp_path)
+
+
+def _phase_order(run):
+    seen = []
+    for event in run.events:
+        task = (event.get("event_data") or {}).get("task") or ""
+        phase = task.split(":", 1)[0]
+        if event.get("event") == "playbook_on_task_start" and phase in PHASES and phase not in seen:
+            seen.append(phase)
+    return seen
+
+
+def _stats(run):
+    for event in run.events:
+        if event.get("event") == "playbook_on_stats":
+            return (event.get("event_data") or {}).get("artifact_data") or {}
+    return {}
+
+
+def test_import_through_ansible_runner_with_sealed_credentials(bed):
+    blob, key = _sealed.seal(bed.s3.cos())
+    run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob)
+    assert run.status == "successful", run.stdout[-3000:]
+    assert _phase_order(run) == PHASES
+    # The import job's progress arrived as events, before the run ended.
+    counters = {e["event"]: e.get("counter") for e in run.events if e.get("event") == "playbook_on_stats"}
+    progress = [(e["counter"], (e["event_data"].get("res") or {}).get("progress") or {}) for e in run.events
+                if e.get("event") in ("runner_retry", "runner_on_ok") and (e.get("event_data") or {}).get("task") == "import: progress of the job"]
+    running = [p for c, p in progress if p.get("state") == "running"]
+    assert running and all(c < counters["playbook_on_stats"] for c, _ in progress), progress
+    assert len({p.get("percent") for p in running}) >= 2 and all("message" in p for p in running)
+    stats = _stats(run)["powervc_import"]
+    image = next(iter(bed.ws.images.values()))
+    assert stats["status"] == "successful" and stats["image_id"] == image["imageID"] and stats["image_name"].startswith("test-IMG-")
+    assert os.listdir(bed.host.sessions) == [] and bed.uploads() == [] and bed.objects() == []  # keep_ova=false
+    assert _sealed.scrub(run.private_dir, key)  # ansible-runner wrote the environment to artifacts/<id>/command
+    text = run.stdout + json.dumps(run.events)
+    for secret in (bed.s3.secret_access_key, API_KEY, PASSWORD, key):
+        assert secret not in text
+    for root, _dirs, files in os.walk(run.private_dir):
+        for name in files:
+            assert key.encode() not in open(os.path.join(root, name), "rb").read()
+
+
+@pytest.mark.parametrize("case", ["wrong_rc", "not_exportable", "job_fails", "tampered_blob"])
+def test_failure_at_each_step_cleans_up(bed, case):
+    extra, envvars, expected, phase = {}, None, None, None
+    if case == "wrong_rc":
+        extra, expected, phase = dict(powervc_host_rc_file=str(bed.tmp_path / "missing-rc")), "does not exist; set rc_file", "validate"
+    elif case == "not_exportable":
+        extra, expected, phase = dict(powervc_host_image="locked-IMG"), "not exportable", "validate"
+    elif case == "job_fails":
+        bed.emulator.fail_import = "not enough capacity in storage pool"
+        expected, phase = "not enough capacity in storage pool", "import"
+    elif case == "tampered_blob":
+        blob, key = _sealed.seal(bed.s3.cos())
+        cut = blob[:-6] + ("AAAAAA" if not blob.endswith("AAAAAA") else "BBBBBB")
+        extra, envvars, expected, phase = dict(powervc_host_cos={}, powervc_host_sealed_cos=cut), {_sealed.KEY_ENV: key}, "does not verify", "validate"
+    run = bed.run(envvars=envvars, **extra)
+    assert run.status == "failed"
+    failures = [e["event_data"] for e in run.events if e.get("event") == "runner_on_failed" and not e["event_data"].get("ignore_errors")]
+    text = json.dumps([f.get("res", {}).get("msg") for f in failures])
+    assert expected in text, text
+    stats = _stats(run).get("powervc_import") or {}
+    if case != "tampered_blob":
+        assert stats.get("status") == "failed" and stats.get("phase") == phase, stats
+    assert os.listdir(bed.host.sessions) == [] and bed.uploads() == [] and bed.objects() == []
+    assert bed.ws.images == {}
+    assert bed.s3.secret_access_key not in run.stdout + json.dumps(run.events) and PASSWORD not in run.stdout
