@@ -1,7 +1,9 @@
 """Peers of the provider contract tests: one per adapter, each able to make a "server" the adapter can find.
 
 A peer answers:
+  ``provider``                    the provider's name (for skip messages);
   ``source(**params)``            the adapter under test, built from module-style params;
+  ``server_params(name)``         the params that let ``server_info`` find server ``name`` ({} where the name suffices);
   ``make_server(name, data)``     a server on the peer whose boot volume holds ``data`` (bytes); returns its name;
   ``write_volume(name, data)``    overwrite the boot volume's bytes (the server "changes");
   ``read_volume(name)``           the boot volume's bytes;
