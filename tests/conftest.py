@@ -23,6 +23,7 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
 
 from tests.harness import run_module  # noqa: E402
 from tests.peers import s3  # noqa: E402
+from tests.peers.moto import moto_server, moto_session  # noqa: E402,F401 - fixtures: one moto server for the whole run
 
 # Realistic keys: rclone refuses very short ones, and the leak tests search for them.
 ACCESS_KEY_ID = "AKIAVMIMAGE7TESTKEY01"

@@ -12,7 +12,7 @@ import kubernetes_validate
 import yaml
 
 from tests.peers import moto, runner
-from tests.peers.moto import moto_server, moto_session, write_velero_backup  # noqa: F401 - fixtures
+from tests.peers.moto import write_velero_backup
 
 SRC, DST = "eu-west-1", "eu-central-1"
 INVENTORY = {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}}
@@ -69,6 +69,12 @@ def test_copy_snapshots_playbook_copies_once_and_honours_the_opt_out(moto_server
 def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
     velero_backup(moto_server)
     assert copy_run(moto_server, tmp_path, "copy").status == "successful"
+    listed = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(
+        restore_snapshot_region=DST, restore_list_only=True), envvars=environment(moto_server), private_dir=private_dir(tmp_path, "list"))
+    assert listed.status == "successful", listed.stdout
+    (shown,) = [r for r in listed.task_results("Show the replicated snapshots")]
+    assert len(shown["msg"]) == 1 and shown["msg"][0].endswith("shop  data-db-0  daily-20260310010000"), shown
+    assert not listed.task_results("Restore the snapshot to a new volume")
     out = tmp_path / "manifests"
     out.mkdir()
     run = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(

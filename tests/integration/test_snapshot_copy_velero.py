@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.harness import run_module
-from tests.peers.moto import moto_server, moto_session, write_velero_backup  # noqa: F401 - fixtures
+from tests.peers.moto import write_velero_backup
 
 SRC, DST = "eu-west-1", "eu-central-1"
 BUCKET = "velero-backups"

@@ -13,7 +13,6 @@ import pytest
 from tests.contract import assert_return_contract
 from tests.harness import run_module
 from tests.peers import moto
-from tests.peers.moto import moto_server, moto_session  # noqa: F401 - fixtures
 
 SRC, DST = "eu-west-1", "eu-central-1"
 K8S = "1.30"
