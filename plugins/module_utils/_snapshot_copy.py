@@ -137,7 +137,10 @@ def plan(sources, copies, destinations, source_region, selector, keep_last, keep
     ``source_region`` and ``selector`` are this job's. A missing copy whose origin retention would delete at
     once is not made (else every run would copy it and delete it again).
     """
-    ours = [c for c in copies if c["origin_region"] == source_region and c["selector"] == selector and c["region"] in destinations]
+    mine = [c for c in copies if c["origin_region"] == source_region and c["selector"] == selector and c["region"] in destinations]
+    # A copy that ended in error is no copy: it is deleted, and the snapshot copied again.
+    broken = [c for c in mine if c["state"] == "error"]
+    ours = [c for c in mine if c["state"] != "error"]
     have = {(c["region"], c["origin_snapshot_id"]) for c in ours}
     wanted = []
     for region in destinations:
@@ -149,7 +152,7 @@ def plan(sources, copies, destinations, source_region, selector, keep_last, keep
     skipped = {(d["region"], d["origin_snapshot_id"]) for d in doomed if "source" in d}
     to_copy = [dict(source=w["source"], region=w["region"], tags=state_tags(w["source"], source_region, selector))
                for w in wanted if (w["region"], w["origin_snapshot_id"]) not in skipped]
-    return {"copy": to_copy, "delete": [d for d in doomed if "source" not in d], "present": ours,
+    return {"copy": to_copy, "delete": broken + [d for d in doomed if "source" not in d], "present": ours, "broken": broken,
             "too_old": sorted({w["origin_snapshot_id"] for w in wanted if (w["region"], w["origin_snapshot_id"]) in skipped})}
 
 
@@ -265,7 +268,7 @@ def execute(backend, params, check_mode, now, sources=None, clock=time.monotonic
     # Retention over what exists now (this run's completed copies included), never over a copy that did not finish.
     made = [dict(id=c["id"], region=c["region"], state=c["state"], origin_snapshot_id=c["origin_snapshot_id"], volume_id=c["volume_id"],
                  start_time=c["start_time"]) for c in result["copied"]]
-    for copy in prune(the_plan["present"] + made, keep_last, params.get("retention_days"), now):
+    for copy in the_plan["broken"] + prune(the_plan["present"] + made, keep_last, params.get("retention_days"), now):
         backend.delete(copy["region"], copy["id"])
         result["deleted"].append(_deleted(copy))
     result["changed"] = bool(result["copied"] or result["deleted"])

@@ -184,3 +184,13 @@ def test_execute_deletes_nothing_when_a_copy_failed():
 def test_execute_refuses_the_source_region_as_destination():
     with pytest.raises(ReplicationError, match="lists the source region"):
         sc.execute(PlanBackend(Clock(), []), dict(PARAMS, destination_regions=["eu-west-1"]), False, NOW)
+
+
+def test_a_copy_that_ended_in_error_is_deleted_and_made_again():
+    a = source("snap-a", 1)
+    plan = sc.plan([a], [copy_of(a, "snap-bad", state="error")], ["eu-central-1"], "eu-west-1", "tags:b=n", 1, 7, NOW)
+    assert [j["source"]["id"] for j in plan["copy"]] == ["snap-a"] and [d["id"] for d in plan["delete"]] == ["snap-bad"]
+    clock = Clock()
+    backend = PlanBackend(clock, [a], copies=[copy_of(a, "snap-bad", state="error")])
+    result = sc.execute(backend, PARAMS, False, NOW, clock=clock, pause=clock.pause)
+    assert backend.deleted == ["snap-bad"] and [c["origin_snapshot_id"] for c in result["copied"]] == ["snap-a"]
