@@ -58,7 +58,8 @@ def selector_label(tags=None, volume_ids=None, velero=None):
     elif volume_ids:
         text = "volumes:" + ",".join(sorted(volume_ids))
     else:
-        raise ValueError("a selector needs tags, volume ids or a Velero schedule")
+        raise ReplicationError("Failed to select snapshots: the selector is empty; give tags, volume_ids or velero (an empty selector "
+                               "would copy every snapshot of the region)")
     if len(text) > MAX_VALUE:
         text = text[:MAX_VALUE - 17] + "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
     return text

@@ -147,6 +147,7 @@ def test_kms_key_of_the_destination_encrypts_the_copies(moto_server):
     (dict(retention_days=0), "retention_days 0 would delete every copy"),
     (dict(retention_days=None, retention_count=0), "retention_count 0 would delete every copy"),
     (dict(max_concurrent_copies=50), "max_concurrent_copies=50 is outside 1..20"),
+    (dict(tags={}), "the selector is empty"),
 ])
 def test_bad_input_fails_clearly_and_changes_nothing(moto_server, bad, expected):
     make_snapshots(moto_server, 1, {"backup": "nightly"})
