@@ -89,8 +89,8 @@ options:
     default: false
   max_concurrent_copies:
     description:
-      - Copies in flight at once per destination region, from 1 to 20 (AWS's default quota of concurrent snapshot copies
-        per destination region is 20, shared with every other copy the account makes).
+      - Copies in flight at once per destination region, from 1 to 20 (AWS's quota of concurrent snapshot copies
+        per destination region is 20 and not adjustable, shared with every other copy the account makes).
     type: int
     default: 5
   disabled:
@@ -223,7 +223,7 @@ def run(module):
         return dict(changed=False, disabled=True, msg="disabled (option disabled or SNAPSHOT_COPY_DISABLED): nothing copied or deleted")
     if not 1 <= p["max_concurrent_copies"] <= 20:
         raise ReplicationError("Failed to plan copies: max_concurrent_copies=%s is outside 1..20; AWS allows 20 concurrent snapshot copies "
-                               "per destination region by default, shared with the account's other copies" % p["max_concurrent_copies"])
+                               "per destination region (not adjustable), shared with the account's other copies" % p["max_concurrent_copies"])
     velero = p["velero"]
     selector = _snapshot_copy.selector_label(tags=p["tags"], volume_ids=p["volume_ids"],
                                              velero=velero and (velero["schedule"] or "backup=%s" % velero["backup"]))
