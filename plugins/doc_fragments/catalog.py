@@ -56,7 +56,9 @@ options:
         description: API URL, instead of the one O(powervs.region) gives.
         type: str
       api_key:
-        description: IBM Cloud API key.
+        description:
+          - IBM Cloud API key.
+          - If not set, the environment variable E(IBMCLOUD_API_KEY), then E(IC_API_KEY), is used.
         type: str
       iam_url:
         description: IAM URL (the token is requested at C(<iam_url>/identity/token) and renewed before it expires).

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 import time
 
+from ansible.module_utils.basic import env_fallback
+
 from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _naming, _providers, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, ReplicationError, WaitTimeout
 from ansible_collections.vmimage.replication.plugins.module_utils._files import write_json
@@ -33,7 +35,7 @@ OPTIONS = dict(
         crn=dict(type="str", required=True),
         region=dict(type="str"),
         url=dict(type="str"),
-        api_key=dict(type="str", no_log=True),
+        api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["IBMCLOUD_API_KEY", "IC_API_KEY"])),
         iam_url=dict(type="str", default=DEFAULT_IAM_URL),
         storage_type=dict(type="str", choices=STORAGE_TYPES),
         storage_pool=dict(type="str"),

@@ -89,7 +89,7 @@ def _phase_order(run):
     seen = []
     for event in run.events:
         task = (event.get("event_data") or {}).get("task") or ""
-        phase = task.split(":", 1)[0]
+        phase = task.split(":", 1)[0].lower()
         if event.get("event") == "playbook_on_task_start" and phase in PHASES and phase not in seen:
             seen.append(phase)
     return seen
@@ -103,14 +103,16 @@ def _stats(run):
 
 
 def test_import_through_ansible_runner_with_sealed_credentials(bed):
-    blob, key = _sealed.seal(bed.s3.cos())
-    run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob)
+    blob, key = _sealed.seal({"cos": bed.s3.cos(), "powervs": {"api_key": API_KEY}})
+    powervs = bed.extravars()["powervc_host_powervs"]
+    del powervs["api_key"]
+    run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob, powervc_host_powervs=powervs)
     assert run.status == "successful", run.stdout[-3000:]
     assert _phase_order(run) == PHASES
     # The import job's progress arrived as events, before the run ended.
     counters = {e["event"]: e.get("counter") for e in run.events if e.get("event") == "playbook_on_stats"}
     progress = [(e["counter"], (e["event_data"].get("res") or {}).get("progress") or {}) for e in run.events
-                if e.get("event") in ("runner_retry", "runner_on_ok") and (e.get("event_data") or {}).get("task") == "import: progress of the job"]
+                if e.get("event") in ("runner_retry", "runner_on_ok") and (e.get("event_data") or {}).get("task") == "Import: progress of the job"]
     running = [p for c, p in progress if p.get("state") == "running"]
     assert running and all(c < counters["playbook_on_stats"] for c, _ in progress), progress
     assert len({p.get("percent") for p in running}) >= 2 and all("message" in p for p in running)
@@ -148,7 +150,7 @@ def test_failure_at_each_step_cleans_up(bed, case):
     assert expected in text, text
     stats = _stats(run).get("powervc_import") or {}
     if case != "tampered_blob":
-        assert stats.get("status") == "failed" and stats.get("phase") == phase, stats
+        assert stats.get("status") == "failed" and stats.get("phase", "").lower() == phase, stats
     assert os.listdir(bed.host.sessions) == [] and bed.uploads() == [] and bed.objects() == []
     assert bed.ws.images == {}
     assert bed.s3.secret_access_key not in run.stdout + json.dumps(run.events) and PASSWORD not in run.stdout
