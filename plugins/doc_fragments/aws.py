@@ -54,9 +54,12 @@ requirements:
     ATTRIBUTES = r"""
 attributes:
   check_mode:
+    description: Can run in check_mode and return the same changed status as a real run, without changing anything.
     support: full
   diff_mode:
+    description: Returns no diff.
     support: none
   idempotent:
+    description: A second run with the same options changes nothing and reports changed=false.
     support: full
 """
