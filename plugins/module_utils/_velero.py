@@ -59,9 +59,16 @@ def read_backup(s3, bucket, prefix, name):
     raw = _get(s3, bucket, "%s%s/velero-backup.json" % (_root(prefix), name))
     if raw is None:
         return None
-    backup = json.loads(raw)
-    packed = _get(s3, bucket, "%s%s/%s-volumesnapshots.json.gz" % (_root(prefix), name, name))
-    snapshots = json.loads(gzip.decompress(packed)) if packed else []
+    key = "%s%s/%s-volumesnapshots.json.gz" % (_root(prefix), name, name)
+    packed = _get(s3, bucket, key)
+    try:
+        backup = json.loads(raw)
+        snapshots = json.loads(gzip.decompress(packed)) if packed else []
+        if not isinstance(backup, dict) or not isinstance(snapshots or [], list):
+            raise ValueError("unexpected JSON types")
+    except (ValueError, OSError, EOFError) as exc:
+        raise ReplicationError("Failed to read Velero backup %s in s3://%s/%s%s/: %s; the objects are not in Velero 1.x's format "
+                               "(velero-backup.json, %s-volumesnapshots.json.gz)" % (name, bucket, _root(prefix), name, exc, name)) from None
     return backup, snapshots or []
 
 

@@ -92,3 +92,11 @@ def test_opt_out_option_and_environment_are_one_switch(moto_server, velero, monk
     monkeypatch.setenv("SNAPSHOT_COPY_DISABLED", "1")
     assert run_module("snapshot_copy", args(moto_server))["msg"].startswith("disabled")
     assert moto_server.client("ec2", DST).describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+
+
+def test_a_backup_not_in_velero_format_fails_clearly(moto_server, velero):
+    s3 = moto_server.client("s3", SRC)
+    s3.put_object(Bucket=BUCKET, Key="cluster1/backups/daily-20260312010000/velero-backup.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key="cluster1/backups/daily-20260312010000/daily-20260312010000-volumesnapshots.json.gz", Body=b"not gzip")
+    result = run_module("snapshot_copy", args(moto_server))
+    assert result.get("failed") and "Failed to read Velero backup daily-20260312010000" in result["msg"], result
