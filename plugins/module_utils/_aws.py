@@ -12,6 +12,7 @@ naming the call and the AWS error code, never a key.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 
 from ansible.module_utils.basic import env_fallback
@@ -59,6 +60,23 @@ def fail(what, exc, hint=""):
     code = error_code(exc)
     text = exc.response.get("Error", {}).get("Message", "") if hasattr(exc, "response") else str(exc)
     return ReplicationError("Failed to %s: %s%s%s" % (what, code + ": " if code else "", text or exc.__class__.__name__, hint), aws_error=code)
+
+
+@contextlib.contextmanager
+def errors(action):
+    """Turn a boto error that no verb handled (no credentials, no connection, access denied) into one clear ReplicationError."""
+    if botocore is None:  # require() says what is missing
+        yield
+        return
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError:
+        raise ReplicationError("Failed to %s: no AWS credentials found; give aws_access_key/aws_secret_key or profile, set "
+                               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an instance or service-account role" % action) from None
+    except botocore.exceptions.ClientError as exc:
+        raise fail(action, exc) from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ReplicationError("Failed to %s: %s; check region and endpoint_url" % (action, exc)) from None
 
 
 class Session:

@@ -218,6 +218,11 @@ from ansible_collections.vmimage.replication.plugins.module_utils._module import
 
 
 def run(module):
+    with _aws.errors(module.action):
+        return _run(module)
+
+
+def _run(module):
     p = module.params
     if p["disabled"]:
         return dict(changed=False, disabled=True, msg="disabled (option disabled or SNAPSHOT_COPY_DISABLED): nothing copied or deleted")

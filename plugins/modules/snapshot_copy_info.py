@@ -79,6 +79,11 @@ from ansible_collections.vmimage.replication.plugins.module_utils._module import
 
 
 def run(module):
+    with _aws.errors(module.action):
+        return _run(module)
+
+
+def _run(module):
     p = module.params
     session = _aws.Session(p)
     region = session.check_region(p["region"], "region")

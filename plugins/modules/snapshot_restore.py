@@ -176,6 +176,11 @@ from ansible_collections.vmimage.replication.plugins.module_utils._module import
 
 
 def run(module):
+    with _aws.errors(module.action):
+        return _run(module)
+
+
+def _run(module):
     p = module.params
     changed, facts = _aws.restore(p, module.check_mode)
     facts.update(changed=changed, persistent_volume=None, persistent_volume_claim=None)

@@ -205,3 +205,12 @@ def test_resource_limit_exceeded_backs_off_and_every_copy_is_made(moto_server):
         front.stop()
     assert result["changed"] is True and len(result["copied"]) == 4, result
     assert front.refused >= 1 and front.max_pending <= 2
+
+
+def test_no_credentials_is_a_clear_error(moto_server, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    result = run_module("snapshot_copy", dict(region=SRC, endpoint_url=moto_server.endpoint, destination_regions=[DST], tags={"b": "n"},
+                                              retention_days=7))
+    assert result.get("failed") and "Failed to copy snapshots: no AWS credentials found" in result["msg"], result
