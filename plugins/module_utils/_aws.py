@@ -349,7 +349,7 @@ def restore(params, check_mode):
             except botocore.exceptions.ClientError as exc:
                 raise fail("copy snapshot %s from %s back to %s" % (snap["SnapshotId"], where, region), exc) from None
             changed = True
-        if local_id:
+        if local_id and not check_mode:
             _wait_state(lambda: (target.snapshots(snapshot_ids=[local_id]) or [{"State": "missing"}])[0]["State"], ("completed",),
                         ("error", "missing"), "snapshot %s copied back to %s" % (local_id, region), params)
         facts["copied_back"] = local_id
@@ -372,7 +372,7 @@ def restore(params, check_mode):
                                       kms_key_id=params.get("kms_key_id"))
         facts.update(volume_id=volume["VolumeId"], created=True)
         changed = True
-    if facts["volume_id"] and params["wait"]:
+    if facts["volume_id"] and params["wait"] and not check_mode:
         _wait_state(lambda: target.volume_state(facts["volume_id"]), ("available", "in-use"), ("error", "missing"),
                     "volume %s" % facts["volume_id"], params)
     facts["pvc_name"] = params.get("pvc_name") or tags.get(PVC_NAME)
