@@ -1,0 +1,45 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""``molecule test`` of the scenarios in extensions/molecule/ (converge, idempotence, verify) against real sshd hosts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.peers.runner import COLLECTIONS, ROOT
+
+VENV_BIN = os.path.dirname(sys.executable)
+SCENARIOS = {
+    # scenario: (sshd address, inventory group, host vars under the test's directory)
+    "powervc_host": ("127.0.0.5", "powervc", lambda base: {"powervc_host_sessions_dir": os.path.join(base, "sessions"),
+                                                           "powervc_host_venv": os.path.join(base, "sessions", "venv")}),
+    "conversion_host": ("127.0.0.6", "conversion_hosts", lambda base: {"conversion_host_work_dir": os.path.join(base, "work"),
+                                                                       "conversion_host_venv": os.path.join(base, "venv"),
+                                                                       "conversion_host_install_packages": False}),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_molecule_scenario(scenario, sshd_factory, tmp_path):
+    address, group, host_vars = SCENARIOS[scenario]
+    host = sshd_factory(address)
+    base = str(tmp_path / "host")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {group: {"hosts": {"%s1" % group: dict(host.inventory_vars(), **host_vars(base))}}}}}))
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
+               VMIMAGE_MOLECULE_INVENTORY=str(inventory), XDG_CACHE_HOME=str(tmp_path / "cache"), ANSIBLE_HOME=str(tmp_path / "ansible"),
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), NO_COLOR="1", ANSIBLE_NOCOLOR="1")
+    done = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", scenario], cwd=os.path.join(ROOT, "extensions"), env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    if os.environ.get("VMI_MOLECULE_LOG"):
+        with open(os.environ["VMI_MOLECULE_LOG"], "a", encoding="utf-8") as handle:
+            handle.write(output)
+    assert "idempotence" in output.lower() and "verify" in output.lower()
