@@ -17,6 +17,8 @@ It follows IBM's public API reference for the parts the collection uses:
 - ``GET /pcloud/v1/cloud-instances/{id}/jobs/{job_id}``: ``{id, operation: {id, target, action},
   status: {state, progress, message}, createTimestamp}``; state goes queued -> running -> completed
   (or failed).
+- ``GET /pcloud/v1/cloud-instances/{id}/jobs`` (``{jobs: [...]}``), ``DELETE .../jobs/{job_id}`` (a finished job), and
+  ``GET .../cos-images`` (the last import job).
 - ``GET /pcloud/v1/cloud-instances/{id}/images``, ``GET`` / ``DELETE .../images/{image_id}``.
 
 Errors have IBM's shape ``{code, description, error, message}``. The import reads the object from the
@@ -178,10 +180,22 @@ class PowerVSEmulator:
                                                   for t in ws.storage_types]}
         if method == "POST" and rest == "/cos-images":
             return self._start_import(ws, body)
+        if method == "GET" and rest == "/cos-images":  # the last image import job
+            last = list(ws.jobs.values())[-1:]
+            return (200, self._job_view(last[0])) if last else _error(404, "no image import job in cloud instance %s" % ws.id, "not found")
+        if method == "GET" and rest == "/jobs":
+            return 200, {"jobs": [self._job_view(j) for j in ws.jobs.values()]}
         match = re.match(r"^/jobs/([^/]+)$", rest)
-        if method == "GET" and match:
+        if match and method in ("GET", "DELETE"):
             job = ws.jobs.get(match.group(1))
-            return (200, self._job_view(job)) if job else _error(404, "job %s not found" % match.group(1), "not found")
+            if job is None:
+                return _error(404, "job %s not found" % match.group(1), "not found")
+            if method == "DELETE":
+                if job["status"]["state"] not in JOB_DONE:
+                    return _error(409, "job %s is still %s" % (job["id"], job["status"]["state"]), "conflict")
+                del ws.jobs[job["id"]]
+                return 200, {}
+            return 200, self._job_view(job)
         if method == "GET" and rest == "/images":
             return 200, {"images": [self._image_view(i, reference=True) for i in ws.images.values()]}
         match = re.match(r"^/images/([^/]+)$", rest)

@@ -6,8 +6,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
+import time
 import uuid
+
+import requests
 
 import pytest
 
@@ -164,8 +169,6 @@ def test_a_job_that_fails_after_making_an_image_leaves_nothing(bed):
     """A failed job leaves no image of its name: the broken OVA gets to PowerVS (its magic is right, its disk is not)."""
     path = bed.tmp_path / "x.ova"
     write_ova(str(path), IMAGE, disk_mb=4)
-    import tarfile
-    import io
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
         info = tarfile.TarInfo("%s.ovf" % IMAGE)
         data = b"<Envelope><References><File href='missing.qcow2'/></References></Envelope>"
@@ -195,3 +198,41 @@ def test_modules_check_mode_real_idempotent_and_no_secret(bed, module_runner):
     assert API_KEY not in text and bed.s3.secret_access_key not in text
     failed = module_runner("pvs_import", dict(args, powervs=dict(args["powervs"], storage_type="tier0")))
     assert failed["failed"] and "storage type tier0 is not offered" in failed["msg"] and API_KEY not in json.dumps(failed)
+
+
+def test_emulator_follows_the_reference_shapes(bed):
+    """Raw calls as IBM's API reference shows them (an SDK-agnostic look at the emulator)."""
+    token = requests.post(bed.emulator.url + "/identity/token", data={"grant_type": "urn:ibm:params:oauth:grant-type:apikey", "apikey": API_KEY},
+                          timeout=10).json()
+    assert token["token_type"] == "Bearer" and token["expires_in"] > 0
+    base = "%s/pcloud/v1/cloud-instances/%s" % (bed.emulator.url, bed.ws.id)
+    headers = {"Authorization": "Bearer " + token["access_token"], "CRN": bed.ws.crn}
+    missing = requests.post(base + "/cos-images", json={"imageName": "x"}, headers=headers, timeout=10)
+    assert missing.status_code == 400 and {"description", "error"} <= set(missing.json())
+    key = bed.upload("20260301-100000")
+    body = {"imageName": "raw-import", "bucketName": bed.bucket, "imageFilename": key, "region": bed.s3.region, "bucketAccess": "private",
+            "accessKey": bed.s3.access_key_id, "secretKey": bed.s3.secret_access_key, "osType": "aix", "storageType": "tier3"}
+    started = requests.post(base + "/cos-images", json=body, headers=headers, timeout=10)
+    assert started.status_code == 202 and set(started.json()) == {"id", "href"}
+    busy = requests.post(base + "/cos-images", json=dict(body, imageName="second"), headers=headers, timeout=10)
+    assert busy.status_code == 409
+    job_url = "%s/jobs/%s" % (base, started.json()["id"])
+    states = []
+    for _ in range(100):
+        job = requests.get(job_url, headers=headers, timeout=10).json()
+        states.append(job["status"]["state"])
+        if job["status"]["state"] in ("completed", "failed"):
+            break
+        time.sleep(0.05)
+    assert states[0] == "queued" and "running" in states and states[-1] == "completed", states
+    assert job["operation"]["action"] == "imageImportCos" and job["status"]["progress"] == "100"
+    assert requests.get(base + "/cos-images", headers=headers, timeout=10).json()["id"] == job["id"]
+    assert [j["id"] for j in requests.get(base + "/jobs", headers=headers, timeout=10).json()["jobs"]] == [job["id"]]
+    images = requests.get(base + "/images", headers=headers, timeout=10).json()["images"]
+    assert [i["name"] for i in images] == ["raw-import"] and images[0]["state"] == "active" and images[0]["storageType"] == "tier3"
+    image = requests.get("%s/images/%s" % (base, images[0]["imageID"]), headers=headers, timeout=10).json()
+    assert image["specifications"]["operatingSystem"] == "aix" and image["size"] >= 1
+    assert requests.delete("%s/images/%s" % (base, images[0]["imageID"]), headers=headers, timeout=10).json() == {}
+    assert requests.get(base + "/images/" + images[0]["imageID"], headers=headers, timeout=10).status_code == 404
+    assert requests.get(base, headers={"Authorization": "Bearer nope", "CRN": bed.ws.crn}, timeout=10).status_code == 401
+    assert requests.get(base, headers={"Authorization": headers["Authorization"], "CRN": "crn:other"}, timeout=10).status_code == 403
