@@ -137,8 +137,12 @@ def test_failure_at_each_step_cleans_up(bed, case):
     elif case == "not_exportable":
         extra, expected, phase = dict(powervc_host_image="locked-IMG"), "not exportable", "validate"
     elif case == "job_fails":
+        # The COS keys from the controller's environment (as an AWX credential injects them) reach the upload on the PowerVC host.
+        cos = bed.s3.cos()
+        envvars = {"COS_ENDPOINT": cos["endpoint"], "COS_REGION": cos["region"], "COS_HMAC_ACCESS_KEY_ID": cos["access_key_id"],
+                   "COS_HMAC_SECRET_ACCESS_KEY": cos["secret_access_key"]}
         bed.emulator.fail_import = "not enough capacity in storage pool"
-        expected, phase = "not enough capacity in storage pool", "import"
+        extra, expected, phase = dict(powervc_host_cos={}), "not enough capacity in storage pool", "import"
     elif case == "tampered_blob":
         blob, key = _sealed.seal(bed.s3.cos())
         cut = blob[:-6] + ("AAAAAA" if not blob.endswith("AAAAAA") else "BBBBBB")
@@ -154,3 +158,5 @@ def test_failure_at_each_step_cleans_up(bed, case):
     assert os.listdir(bed.host.sessions) == [] and bed.uploads() == [] and bed.objects() == []
     assert bed.ws.images == {}
     assert bed.s3.secret_access_key not in run.stdout + json.dumps(run.events) and PASSWORD not in run.stdout
+    if case == "job_fails":
+        assert bed.emulator.import_bodies[-1]["accessKey"] == bed.s3.access_key_id  # uploaded and imported with the environment's keys
