@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 
 import pytest
@@ -160,3 +161,21 @@ def test_failure_at_each_step_cleans_up(bed, case):
     assert bed.s3.secret_access_key not in run.stdout + json.dumps(run.events) and PASSWORD not in run.stdout
     if case == "job_fails":
         assert bed.emulator.import_bodies[-1]["accessKey"] == bed.s3.access_key_id  # uploaded and imported with the environment's keys
+
+
+def test_cleanup_playbook_removes_what_an_interrupted_import_left(bed):
+    stale, fresh, venv = (os.path.join(bed.host.sessions, n) for n in ("test-IMG-20260101-000000-1", "test-IMG-now-2", "venv"))
+    for path in (stale, fresh, venv):
+        os.makedirs(path)
+    now = time.time()
+    os.utime(stale, (now - 600, now - 600))
+    os.utime(venv, (now - 600, now - 600))
+    os.utime(fresh, (now + 3600, now + 3600))
+    key = "images/test-IMG/test-IMG-20260101-000000.ova"
+    bed.s3.client().create_multipart_upload(Bucket=bed.bucket, Key=key)
+    time.sleep(2)
+    vars_ = dict(powervc_host_sessions_dir=bed.host.sessions, powervc_host_venv=venv, powervc_host_cleanup_older_than=1,
+                 powervc_host_bucket=bed.bucket, powervc_host_cos=bed.s3.cos())
+    run = run_playbook(os.path.join(ROOT, "playbooks", "cleanup.yml"), bed.inventory, extravars=vars_)
+    assert run.status == "successful", run.stdout[-3000:]
+    assert sorted(os.listdir(bed.host.sessions)) == ["test-IMG-now-2", "venv"] and bed.uploads() == []
