@@ -351,3 +351,29 @@ def _handler_class(emulator):
 
     return Handler
 
+
+
+def main(argv=None):
+    """Run the emulator on its own: prints {url, iam_url, api_key, workspace_id, crn} as JSON, serves until interrupted.
+
+    python -m tests.emulators.powervs --api-key KEY --cos us-south=http://127.0.0.1:9000 [--token-seconds 3600]
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--cos", action="append", default=[], help="REGION=S3_ENDPOINT, for the imports' reads")
+    parser.add_argument("--token-seconds", type=int, default=3600)
+    parser.add_argument("--region", default="us-south")
+    args = parser.parse_args(argv)
+    with PowerVSEmulator(args.api_key, dict(item.split("=", 1) for item in args.cos), token_seconds=args.token_seconds) as emulator:
+        ws = emulator.add_workspace(region=args.region)
+        print(json.dumps({"url": emulator.url, "iam_url": emulator.iam_url, "api_key": args.api_key, "workspace_id": ws.id, "crn": ws.crn}), flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
