@@ -179,3 +179,12 @@ def test_cleanup_playbook_removes_what_an_interrupted_import_left(bed):
     run = run_playbook(os.path.join(ROOT, "playbooks", "cleanup.yml"), bed.inventory, extravars=vars_)
     assert run.status == "successful", run.stdout[-3000:]
     assert sorted(os.listdir(bed.host.sessions)) == ["test-IMG-now-2", "venv"] and bed.uploads() == []
+
+
+def test_check_mode_validates_and_changes_nothing(bed):
+    private = str(bed.tmp_path / "runner-check")
+    os.makedirs(private)
+    run = run_playbook(PLAYBOOK, bed.inventory, extravars=bed.extravars(), private_dir=private, cmdline="--check")
+    assert run.status == "successful", run.stdout[-3000:]
+    assert "validate" in _phase_order(run)
+    assert os.listdir(bed.host.sessions) == [] and bed.objects() == [] and bed.ws.images == {} and not [c for c in bed.host.calls() if c[0] == "export"]
