@@ -32,9 +32,8 @@ def parse_table(text):
     rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
     if not rows:
         return []
-    split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
-    header = split(rows[0])
-    return [dict(zip(header, split(line))) for line in rows[1:]]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in rows]
+    return [dict(zip(cells[0], row)) for row in cells[1:]]
 
 
 def _truthy(value):
@@ -64,7 +63,8 @@ class PowerVC:
         env = dict(item.split("=", 1) for item in done.stdout.decode("utf-8", "replace").split("\0") if "=" in item)
         missing = [name for name in ("OS_AUTH_URL", "OS_USERNAME") if not env.get(name)]
         if missing:
-            raise ReplicationError("Failed to read PowerVC rc file %s: it does not set %s; is it a PowerVC rc file (powervcrc)?" % (self.rc_file, ", ".join(missing)),
+            raise ReplicationError("Failed to read PowerVC rc file %s: it does not set %s; is it a PowerVC rc file (powervcrc)?"
+                                   % (self.rc_file, ", ".join(missing)),
                                    rc_file=self.rc_file)
         if self.password:
             env["OS_PASSWORD"] = self.password
@@ -82,8 +82,8 @@ class PowerVC:
         except subprocess.TimeoutExpired:
             raise ReplicationError("Failed to run %s %s: no answer after %ss; raise timeout" % (self.command, args[0], timeout or self.timeout)) from None
         if done.returncode != 0:
-            raise ReplicationError("Failed to run %s %s: exit %d: %s" % (self.command, args[0], done.returncode,
-                                                                       self._mask((done.stderr or done.stdout).strip()[-800:])), rc=done.returncode)
+            detail = self._mask((done.stderr or done.stdout).strip()[-800:])
+            raise ReplicationError("Failed to run %s %s: exit %d: %s" % (self.command, args[0], done.returncode, detail), rc=done.returncode)
         return done.stdout
 
     def images(self):
@@ -105,7 +105,8 @@ class PowerVC:
         if "Exportable" in row and not _truthy(row["Exportable"]):
             raise ReplicationError("Failed to export PowerVC image %s: PowerVC says it is not exportable; choose an exportable image" % image, image=image)
         if row.get("Status") and row["Status"].lower() != "active":
-            raise ReplicationError("Failed to export PowerVC image %s: its status is %s, not active; wait until it is active" % (image, row["Status"]), image=image)
+            raise ReplicationError("Failed to export PowerVC image %s: its status is %s, not active; wait until it is active" % (image, row["Status"]),
+                                   image=image)
         return row
 
 
@@ -127,7 +128,8 @@ def check_space(directory, size_gb, margin_mb):
     free = stat.f_bavail * stat.f_frsize
     need = int(size_gb * GIB) + margin_mb * (1 << 20)
     if free < need:
-        raise ReplicationError("Failed to export: %s has %.1f GiB free, the image needs %.1f GiB plus a %d MiB margin; free space or choose another sessions directory"
+        raise ReplicationError("Failed to export: %s has %.1f GiB free, the image needs %.1f GiB plus a %d MiB margin; "
+                               "free space or choose another sessions directory"
                                % (probe, free / GIB, size_gb, margin_mb), free=free, needed=need)
     return free
 
@@ -148,7 +150,8 @@ def export(powervc, image, session_dir, name, margin_mb=1024, check_mode=False, 
     sidecar = path + ".json"
     known = read_json(sidecar) if os.path.exists(sidecar) else None
     if known and known.get("image_id") == facts["id"] and os.path.exists(path) and os.path.getsize(path) == known.get("size"):
-        return dict(changed=False, path=path, size=known["size"], sha256=known["sha256"], export_time=known["export_time"], image=facts, session_dir=session_dir)
+        return dict(changed=False, path=path, size=known["size"], sha256=known["sha256"], export_time=known["export_time"], image=facts,
+                    session_dir=session_dir)
     check_space(session_dir, facts["size_gb"], margin_mb)
     export_time = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
     if check_mode:

@@ -100,7 +100,8 @@ class Target(_providers.Target):
         if wanted and not self.pvs.get("storage_pool"):
             offered = self._call("list storage types", self.client.storage_types)
             if offered and wanted not in offered:
-                raise ReplicationError("Failed to import image into PowerVS workspace %s: storage type %s is not offered there; set powervs.storage_type to one of %s"
+                raise ReplicationError("Failed to import image into PowerVS workspace %s: storage type %s is not offered there; "
+                                       "set powervs.storage_type to one of %s"
                                        % (self.pvs["workspace_id"], wanted, ", ".join(offered)), storage_types=offered)
 
     def _entries(self):
@@ -237,7 +238,8 @@ class Target(_providers.Target):
                 percent = float(status.get("progress") or 0)
             except ValueError:
                 percent = 0.0
-            seen["job"] = {"id": job_id, "status": status.get("state"), "state": status.get("state"), "progress": percent, "message": status.get("message") or ""}
+            seen["job"] = {"id": job_id, "status": status.get("state"), "state": status.get("state"), "progress": percent,
+                           "message": status.get("message") or ""}
             if progress_file:
                 write_json(progress_file, {"stage": "import", "state": status.get("state"), "percent": percent, "message": seen["job"]["message"],
                                            "job_id": job_id, "image": image["name"], "updated": time.time()}, durable=False)

@@ -269,7 +269,8 @@ class PowerVSEmulator:
         ws.images[image_id] = {"imageID": image_id, "name": body["imageName"], "state": "active", "size": max(1, size // (1 << 30)),
                                "storageType": storage_type, "storagePool": body.get("storagePool") or "%s-pool-1" % storage_type.capitalize(),
                                "creationDate": _now(), "lastUpdateDate": _now(),
-                               "specifications": {"operatingSystem": body.get("osType") or "aix", "architecture": "ppc64", "imageType": "stock-%s" % storage_type,
+                               "specifications": {"operatingSystem": body.get("osType") or "aix", "architecture": "ppc64",
+                                                  "imageType": "stock-%s" % storage_type,
                                                   "containerFormat": "bare", "diskFormat": "raw", "endianness": "big-endian"}}
         job["status"].update(state="completed", progress="100", message="image %s imported" % image_id)
 
@@ -350,7 +351,6 @@ def _handler_class(emulator):
         do_GET = do_POST = do_DELETE = do_PUT = _dispatch
 
     return Handler
-
 
 
 def main(argv=None):

@@ -30,7 +30,8 @@ import time
 
 COLUMNS = ["Name", "ID", "Status", "Volumes", "Size", "Description", "Architecture", "OS Distro", "Exportable"]
 OVF = """<?xml version="1.0" encoding="UTF-8"?>
-<ovf:Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+<ovf:Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+    xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
   <ovf:References><ovf:File ovf:href="{disk}" ovf:id="file1" ovf:size="{size}"/></ovf:References>
   <ovf:DiskSection><ovf:Info>Virtual disks</ovf:Info><ovf:Disk ovf:capacity="{capacity}" ovf:diskId="disk1" ovf:fileRef="file1"
     ovf:format="http://www.gnome.org/~markmc/qcow-image-format.html"/></ovf:DiskSection>
@@ -73,8 +74,8 @@ def _table(config):
         rows.append([values[c] for c in columns])
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([rule, line(columns), rule] + [line(r) for r in rows] + [rule])
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |" for cells in [columns] + rows]
+    return "\n".join([rule, lines[0], rule] + lines[1:] + [rule])
 
 
 def main(argv):
