@@ -72,7 +72,7 @@ def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
     listed = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(
         restore_snapshot_region=DST, restore_list_only=True), envvars=environment(moto_server), private_dir=private_dir(tmp_path, "list"))
     assert listed.status == "successful", listed.stdout
-    (shown,) = [r for r in listed.task_results("Show the replicated snapshots")]
+    (shown,) = listed.task_results("Show the replicated snapshots")
     assert len(shown["msg"]) == 1 and shown["msg"][0].endswith("shop  data-db-0  daily-20260310010000"), shown
     assert not listed.task_results("Restore the snapshot to a new volume")
     out = tmp_path / "manifests"
