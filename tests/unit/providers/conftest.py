@@ -22,9 +22,11 @@ Target peers (``TARGET_PEERS``, fixture ``target_peer``) answer:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
+import tarfile
 import uuid
 
 import pytest
@@ -135,7 +137,46 @@ class BucketCatalogPeer:
         client.put_object(Bucket=self.bucket, Key=key, Body=b"not an image" * 100, Metadata=meta)
 
 
-TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone"))}
+class PowerVSPeer(BucketCatalogPeer):
+    """Target powervs: the PowerVS emulator (tests/emulators/powervs.py) importing OVAs from rclone."""
+
+    target_name = "powervs"
+    API_KEY = "pvsContractKey-4Nq8ZxLm2WcVbT7sRy"
+
+    def __init__(self, request):
+        from tests.emulators.powervs import PowerVSEmulator
+
+        s3 = request.getfixturevalue("s3_rclone")
+        super().__init__(s3)
+        self.emulator = PowerVSEmulator(self.API_KEY, {s3.region: s3.endpoint}, queued_seconds=0.05, running_seconds=0.1, progress_steps=1)
+        self.emulator.__enter__()
+        request.addfinalizer(lambda: self.emulator.__exit__(None, None, None))
+        self.ws = self.emulator.add_workspace(storage_types=("tier3",))
+
+    def target(self, **params):
+        powervs = dict(workspace_id=self.ws.id, crn=self.ws.crn, url=self.emulator.url, iam_url=self.emulator.url, api_key=self.API_KEY,
+                       storage_type="tier3", bucket_access="private", validate_certs=True, max_retries=2, retry_interval=0.1)
+        base = {"target": "powervs", "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/", "powervs": powervs,
+                "wait_timeout": 30, "wait_sleep": 0.05}
+        base.update(params)
+        return _providers.target(base)
+
+    def upload(self, server, snapshot_time, body):
+        ova = io.BytesIO()
+        with tarfile.open(fileobj=ova, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in (("disk.ovf", b'<Envelope><References><File href="disk1.qcow2"/></References></Envelope>'), ("disk1.qcow2", body)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        data = ova.getvalue()
+        key = _naming.object_key("images/", server, snapshot_time, "ova")
+        meta = {"created-by": _naming.CREATED_BY, "sha256": hashlib.sha256(data).hexdigest(), "format": "ova",
+                "snapshot-time": snapshot_time, "source-server": server}
+        self.s3.client().put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=meta)
+        return key
+
+
+TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone")), "powervs": PowerVSPeer}
 
 
 @pytest.fixture(params=sorted(TARGET_PEERS))
