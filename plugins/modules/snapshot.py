@@ -19,7 +19,7 @@ description:
   - The copy is a reflink where the file system supports it (btrfs, XFS), else a sparse copy that skips holes and
     zero blocks. Data is written under a temporary name and renamed when complete, so a snapshot is never partial.
   - The volume must not change while it is copied. Its fingerprint is taken before and after the copy; when it changed,
-    the copy is made once more, and if it changed again the module fails. Freeze the guest file systems or stop
+    the copy is made once more, and if it changed again the module fails. Freeze the guest file systems (O(consistency)) or stop
     the server before the snapshot.
 author:
   - vmimage.replication contributors (@vmimage)
@@ -54,6 +54,55 @@ options:
     type: str
     choices: [present, absent, restored]
     default: present
+  consistency:
+    description:
+      - How the guest's file systems are quiesced around the snapshot (O(state=present)); works with every provider,
+        for a guest that libvirt runs on a host the task can reach through O(libvirt_uri).
+      - V(none) takes the snapshot as it is.
+      - V(crash) freezes the guest's file systems through libvirt (C(virsh domfsfreeze), which needs qemu-guest-agent
+        in the guest), takes the snapshot and thaws; a guest that cannot be frozen gives a warning and a crash-consistent
+        snapshot.
+      - V(required) is the same, but fails when the guest cannot be frozen (no guest agent, freeze not supported).
+      - The thaw runs on every path (the snapshot failing, a timeout, the task being cancelled), and a guest that is not
+        running needs no freeze.
+    type: str
+    choices: [none, crash, required]
+    default: none
+  libvirt_uri:
+    description: The libvirt connection URI of the host that runs the guest, for O(consistency).
+    type: str
+    default: qemu:///system
+  domain:
+    description: The libvirt domain name of the guest, for O(consistency). Defaults to O(server).
+    type: str
+  freeze_mountpoints:
+    description: The guest mount points to freeze (C(domfsfreeze --mountpoint)); all of the guest's file systems when unset.
+    type: list
+    elements: str
+  freeze_timeout:
+    description: Seconds to wait for the freeze to return; after that the guest is thawed and the task fails.
+    type: float
+    default: 30
+  max_frozen:
+    description:
+      - Seconds the guest may stay frozen while the snapshot is taken (a frozen guest is an outage). After that the
+        guest is thawed, the snapshot interrupted and the task fails.
+    type: float
+    default: 60
+  pre_hook:
+    description:
+      - A command run before the freeze on the host that runs the task (flush a database, for example), as a list,
+        program first; no shell. The snapshot is not taken when it fails.
+    type: list
+    elements: str
+  post_hook:
+    description: A command run after the thaw, as a list, program first; it runs on every path once O(pre_hook) succeeded.
+    type: list
+    elements: str
+  hook_timeout:
+    description: Seconds each of O(pre_hook) and O(post_hook) may run before it is stopped and the task fails.
+    type: float
+    default: 300
 attributes:
   check_mode:
     support: full
@@ -83,6 +132,16 @@ EXAMPLES = r"""
   vmimage.replication.qemu_convert:
     src: "{{ snap.snapshot.path }}"
     dest: /var/tmp/{{ snap.snapshot.name }}.qcow2
+
+- name: Snapshot web01 with its file systems frozen, after flushing its database
+  vmimage.replication.snapshot:
+    volume: /var/lib/libvirt/images/web01.qcow2
+    snapshot_dir: /var/lib/vmimage/snapshots
+    consistency: required
+    domain: web01
+    freeze_mountpoints: [/var/lib/postgresql]
+    max_frozen: 30
+    pre_hook: [ssh, web01, sudo, -u, postgres, psql, -c, CHECKPOINT]
 
 - name: Remove the snapshot
   vmimage.replication.snapshot:
@@ -148,9 +207,41 @@ snapshot:
       description: How the data was copied, V(reflink) or V(sparse-copy); null in check mode.
       type: str
       sample: sparse-copy
+consistency:
+  description: How the guest was quiesced for the snapshot (O(consistency)).
+  returned: when state=present
+  type: dict
+  contains:
+    mode:
+      description: The O(consistency) asked for.
+      type: str
+      sample: required
+    domain:
+      description: The libvirt domain frozen; null with O(consistency=none).
+      type: str
+      sample: web01
+    state:
+      description:
+        - V(frozen) - the file systems were frozen for the snapshot; V(unfrozen) - they could not be (O(consistency=crash));
+          V(shutoff) - the guest was not running; V(none) - no freeze was asked for, or check mode.
+      type: str
+      sample: frozen
+    frozen_filesystems:
+      description: The mount points frozen (the guest's file systems as libvirt lists them, or O(freeze_mountpoints)).
+      type: list
+      elements: str
+      sample: [/, /boot]
+    frozen_count:
+      description: How many file systems libvirt froze.
+      type: int
+      sample: 2
+    frozen_seconds:
+      description: How long the guest was frozen, from the freeze request to the thaw.
+      type: float
+      sample: 1.204
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _consistency, _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
@@ -158,7 +249,10 @@ def run(module):
     p = module.params
     adapter = _providers.source(p)
     if p["state"] == "present":
-        snapshot, changed = adapter.snapshot_create(p["volume"], server=p["server"], name=p["name"], check_mode=module.check_mode)
+        (snapshot, changed), consistency = _consistency.from_params(
+            p, lambda: adapter.snapshot_create(p["volume"], server=p["server"], name=p["name"], check_mode=module.check_mode),
+            check_mode=module.check_mode, warn=module.ansible.warn)
+        return dict(changed=changed, snapshot=snapshot or {}, consistency=consistency)
     elif p["state"] == "absent":
         snapshot, changed = adapter.snapshot_delete(p["name"], check_mode=module.check_mode)
     else:
@@ -172,6 +266,15 @@ def main():
         server=dict(type="str"),
         name=dict(type="str"),
         state=dict(type="str", choices=["present", "absent", "restored"], default="present"),
+        consistency=dict(type="str", choices=["none", "crash", "required"], default="none"),
+        libvirt_uri=dict(type="str", default="qemu:///system"),
+        domain=dict(type="str"),
+        freeze_mountpoints=dict(type="list", elements="str"),
+        freeze_timeout=dict(type="float", default=30),
+        max_frozen=dict(type="float", default=60),
+        pre_hook=dict(type="list", elements="str"),
+        post_hook=dict(type="list", elements="str"),
+        hook_timeout=dict(type="float", default=300),
     )
     module = ReplicationModule(spec, groups=("provider",), action="manage the snapshot",
                                required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
