@@ -180,7 +180,7 @@ def _run_bounded(guest, snapshot, max_frozen):
             state["done"] = True
         timer.cancel()
         if main:
-            signal.signal(signal.SIGALRM, previous)
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
     if expired.is_set():
         raise ReplicationError("Failed to take a consistent snapshot of guest %s: the snapshot took longer than %s s (max_frozen) with the "
                                "guest frozen; the guest was thawed" % (guest.name, max_frozen), domain=guest.name, snapshot=state.get("result"))

@@ -23,6 +23,8 @@ description:
     the server before the snapshot.
 author:
   - vmimage.replication contributors (@vmimage)
+requirements:
+  - libvirt-python on the host that runs the task, for O(consistency=crash) and O(consistency=required)
 extends_documentation_fragment:
   - vmimage.replication.provider
 options:
