@@ -1,0 +1,257 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Provider and target ``ibm_vpc``: IBM Cloud VPC instances, block storage volumes, snapshots and the image library.
+
+Source: a server is a VPC instance found by name; its boot volume is snapshotted (user_tags carry the collection's
+state: ``created-by``, ``source-server``, ``snapshot-time``), a volume made from the snapshot is attached to the
+conversion host's instance and found under ``/dev/disk/by-id`` by its virtio serial. VPC cannot roll a volume back:
+``snapshot_restore`` makes a *new* volume from the snapshot (named ``<snapshot>-restored``) in the source volume's
+zone. ``snapshot_copy`` copies a snapshot to another region (native mode) with retention there.
+Target: see ``_ibm_vpc_images``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_client as vpcc
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._ibm_vpc_client import ApiException
+from ansible_collections.vmimage.replication.plugins.module_utils._ibm_vpc_client import Base
+from ansible_collections.vmimage.replication.plugins.module_utils._ibm_vpc_images import Target  # noqa: F401 pylint: disable=unused-import
+
+OPTIONS = vpcc.OPTIONS
+
+
+def volume_name(snapshot_name):
+    """The temporary volume made from a snapshot for the conversion host (VPC names: 63 characters at most)."""
+    return ("%s-conv" % snapshot_name)[-63:].lstrip("-")
+
+
+class Source(Base, _providers.Source):
+    name = "ibm_vpc"
+
+    # --- the server ---------------------------------------------------------------------------------------------------------
+    def instance(self, name, action="find server"):
+        found = self.pages("%s %s" % (action, name), "list_instances", "instances", name=name)
+        if not found:
+            raise ReplicationError("Failed to %s %s: no instance of that name in region %s; check the name and ibm_vpc.region"
+                                   % (action, name, self.vpc.get("region")), server=name)
+        if len(found) > 1:
+            raise ReplicationError("Failed to %s %s: %d instances have that name (%s); rename all but one, names must be unique for replication"
+                                   % (action, name, len(found), ", ".join(i["id"] for i in found)), server=name)
+        return found[0]
+
+    def volume(self, volume_id):
+        vol = self.call("read volume %s" % volume_id, "volume %s" % volume_id, "get_volume", volume_id)
+        return {"id": vol["id"], "name": vol.get("name"), "size": (vol.get("capacity") or 0) * vpcc.GIB, "profile": (vol.get("profile") or {}).get("name"),
+                "zone": (vol.get("zone") or {}).get("name"), "os": (vol.get("operating_system") or {}).get("name"), "status": vol.get("status")}
+
+    def server_info(self, server):
+        inst = self.instance(server)
+        boot_id = (((inst.get("boot_volume_attachment") or {}).get("volume")) or {}).get("id")
+        if not boot_id:
+            raise ReplicationError("Failed to find server %s: instance %s has no boot volume" % (server, inst["id"]), server=server)
+        boot = self.volume(boot_id)
+        snaps = self.snapshots(source_volume_id=boot_id)
+        return {"name": server, "id": inst["id"], "zone": (inst.get("zone") or {}).get("name"), "profile": (inst.get("profile") or {}).get("name"),
+                "os": boot["os"], "boot_volume": boot, "volumes": [boot], "status": inst.get("status"),
+                "latest_snapshot": self.public_snapshot(snaps[-1]) if snaps else None}
+
+    # --- snapshots ----------------------------------------------------------------------------------------------------------
+    def snapshot_create(self, volume, server=None, name=None, check_mode=False):
+        when = _naming.format_time(datetime.datetime.now(datetime.timezone.utc))
+        name = name or _naming.image_name(server or "snapshot", when)
+        existing = self.snapshots(name=name)
+        if existing:
+            snap = existing[0]
+            if (snap.get("source_volume") or {}).get("id") not in (volume, None):
+                raise ReplicationError("Failed to snapshot volume %s: snapshot %s already exists of another volume; choose another name" % (volume, name))
+            return self.public_snapshot(snap if check_mode else self.wait_snapshot(snap, "snapshot volume %s" % volume)), False
+        user_tags = vpcc.tags(source_server=server, snapshot_time=_naming.stamp(when))
+        if check_mode:
+            return self.public_snapshot({"name": name, "source_volume": {"id": volume}, "user_tags": user_tags, "created_at": when}), True
+        snap = self.call("snapshot volume %s" % volume, "volume %s" % volume, "create_snapshot",
+                         {"source_volume": {"id": volume}, "name": name, "user_tags": user_tags})
+        return self.public_snapshot(self.wait_snapshot(snap, "snapshot volume %s" % volume)), True
+
+    def snapshot_list(self, server=None, volume=None, name=None):
+        filters = {k: v for k, v in (("name", name), ("source_volume_id", volume)) if v}
+        found = [self.public_snapshot(s) for s in self.snapshots(**filters)]
+        return [s for s in found if server is None or s["server"] == server]
+
+    def snapshot_delete(self, name, check_mode=False, region=None):
+        found = self.snapshots(region=region, name=name)
+        if not found:
+            return None, False
+        snap = found[0]
+        if not vpcc.ours(snap):
+            raise ReplicationError("Failed to remove snapshot %s: it was not made by %s (no created-by tag); remove it by hand if it is no longer needed"
+                                   % (name, _naming.CREATED_BY), name=name)
+        if not check_mode:
+            self.call("remove snapshot %s" % name, "snapshot %s" % name, "delete_snapshot", snap["id"], region=region)
+            self.wait_gone("get_snapshot", snap["id"], "snapshot %s" % name, "remove snapshot %s" % name, region)
+        return self.public_snapshot(snap), True
+
+    def snapshot_restore(self, name, volume=None, check_mode=False):
+        """VPC cannot roll a volume back: a new volume ``<snapshot>-restored`` is made from the snapshot (idempotent by name)."""
+        action = "restore snapshot %s" % name
+        snap = self.find_snapshot(name, action)
+        result = self.public_snapshot(snap)
+        vol_name = ("%s-restored" % snap["name"])[-63:].lstrip("-")
+        existing = self.pages(action, "list_volumes", "volumes", name=vol_name)
+        if existing:
+            result["restored_volume"] = {"id": existing[0]["id"], "name": vol_name}
+            return result, False
+        result["restored_volume"] = {"id": None, "name": vol_name}
+        if check_mode:
+            return result, True
+        zone = self._zone_of(snap, volume)
+        made = self._create_volume(snap, vol_name, zone, action)
+        result["restored_volume"] = {"id": made["id"], "name": vol_name, "zone": zone}
+        return result, True
+
+    def _zone_of(self, snap, volume=None):
+        source = self.get_or_none("get_volume", volume or (snap.get("source_volume") or {}).get("id") or "-")
+        return (source or {}).get("zone", {}).get("name") or self.vpc.get("zone")
+
+    def _create_volume(self, snap, name, zone, action, **tag_values):
+        if not zone:
+            raise ReplicationError("Failed to %s: the zone for the new volume is unknown (the source volume is gone)" % action)
+        proto = {"name": name, "profile": {"name": self.vpc["volume_profile"]}, "zone": {"name": zone}, "source_snapshot": {"id": snap["id"]},
+                 "user_tags": vpcc.tags(source_snapshot=snap["id"], **tag_values)}
+        made = self.call(action, "volume %s" % name, "create_volume", proto)
+
+        def probe():
+            vol = self.call(action, "volume %s" % name, "get_volume", made["id"])
+            return vol.get("status") == "available", {"status": vol.get("status"), "reasons": vol.get("status_reasons")}
+        try:
+            vpcc.wait(probe, self.params, "volume %s" % name, ("failed", "unusable"), action)
+        except ReplicationError:
+            self._delete_volume(made, action)
+            raise
+        return made
+
+    # --- the volume on the conversion host ----------------------------------------------------------------------------------
+    def _host(self, host):
+        found = self.get_or_none("get_instance", host)
+        return found or self.instance(host, action="find conversion host")
+
+    def volume_attach(self, snapshot, host, check_mode=False):
+        action = "attach a volume from snapshot %s" % snapshot
+        snap = self.find_snapshot(snapshot, action)
+        inst = self._host(host)
+        zone = (inst.get("zone") or {}).get("name")
+        source_zone = self._zone_of(snap)
+        if source_zone and zone != source_zone:
+            raise ReplicationError("Failed to %s: conversion host %s is in zone %s, the volume in %s; use a conversion host in zone %s"
+                                   % (action, host, zone, source_zone, source_zone), zone=zone)
+        answer = {"volume_id": None, "attachment_id": None, "device": None, "host": inst["id"], "snapshot": snap["name"]}
+        name = volume_name(snap["name"])
+        existing = [v for v in self.pages(action, "list_volumes", "volumes", name=name) if vpcc.ours(v)]
+        att = None
+        if existing:
+            answer["volume_id"] = existing[0]["id"]
+            att = next((a for a in existing[0].get("volume_attachments") or [] if (a.get("instance") or {}).get("id") == inst["id"]), None)
+        if att is None and check_mode:
+            return answer, True
+        changed = att is None
+        made = None
+        try:
+            if att is None:
+                made = existing[0] if existing else self._create_volume(snap, name, zone, action, conversion_host=inst["id"])
+                answer["volume_id"] = made["id"]
+                att = self.call(action, "instance %s" % inst["id"], "create_instance_volume_attachment", inst["id"], {"id": made["id"]},
+                                delete_volume_on_instance_delete=True, name=name)
+                self._wait_attached(inst["id"], att["id"], action)
+            answer["attachment_id"] = att["id"]
+            answer["device"] = self._device(att["id"], action)
+        except ReplicationError:
+            if made is not None:
+                self.volume_detach(dict(answer))
+            raise
+        return answer, changed
+
+    def _wait_attached(self, instance_id, att_id, action):
+        def probe():
+            att = self.call(action, "volume attachment %s" % att_id, "get_instance_volume_attachment", instance_id, att_id)
+            return att.get("status") == "attached", {"status": att.get("status")}
+        vpcc.wait(probe, self.params, "volume attachment %s" % att_id, ("deleting", "detaching"), action)
+
+    def _device(self, att_id, action):
+        link = vpcc.by_id_path(self.vpc["by_id_dir"], att_id)
+        vpcc.wait(lambda: (os.path.exists(link), {"status": "present" if os.path.exists(link) else "absent"}), self.params,
+                  "device link %s" % link, (), action)
+        return link
+
+    def volume_detach(self, attachment, check_mode=False):
+        result = dict(attachment, device=None, attachment_id=None)
+        vols = []
+        if attachment.get("volume_id"):
+            vol = self.get_or_none("get_volume", attachment["volume_id"])
+            vols = [vol] if vol else []
+        elif attachment.get("snapshot"):
+            vols = self.pages("detach volumes of snapshot %s" % attachment["snapshot"], "list_volumes", "volumes", name=volume_name(attachment["snapshot"]))
+        vols = [v for v in vols if vpcc.ours(v)]
+        if not vols or check_mode:
+            return result, bool(vols)
+        for vol in vols:
+            self._delete_volume(vol, "detach volume %s" % vol["id"])
+        return result, True
+
+    def _delete_volume(self, vol, action):
+        for att in vol.get("volume_attachments") or self.call(action, "volume %s" % vol["id"], "get_volume", vol["id"]).get("volume_attachments") or []:
+            inst = (att.get("instance") or {}).get("id")
+            try:
+                self.service().delete_instance_volume_attachment(inst, att["id"])
+            except ApiException as exc:
+                if exc.status_code != 404:
+                    raise vpcc.fail(exc, action, "attachment %s" % att["id"], secret=self.vpc.get("api_key")) from None
+            self.wait_gone("get_volume_attachment_gone", (inst, att["id"]), "volume attachment %s" % att["id"], action)
+        self.call(action, "volume %s" % vol["id"], "delete_volume", vol["id"])
+        self.wait_gone("get_volume", vol["id"], "volume %s" % vol["id"], action)
+
+    def _gone(self, method, ident, region):
+        if method == "get_volume_attachment_gone":
+            try:
+                att = self.service(region).get_instance_volume_attachment(*ident).get_result()
+            except ApiException as exc:
+                if exc.status_code == 404:
+                    return True, {"status": "deleted"}
+                raise vpcc.fail(exc, "detach volume", "attachment %s" % ident[1], secret=self.vpc.get("api_key")) from None
+            return False, {"status": att.get("status")}
+        return super()._gone(method, ident, region)
+
+    # --- native mode --------------------------------------------------------------------------------------------------------
+    def snapshot_copy(self, snapshot, target_region, keep_last=7, keep_days=None, check_mode=False):
+        """Copy ``snapshot`` to ``target_region`` (``source_snapshot`` by CRN), wait stable, prune the server's copies there.
+
+        ``({snapshot, copy, pruned}, changed)``; a copy of the same name already there is not made again.
+        """
+        action = "copy snapshot %s to region %s" % (snapshot, target_region)
+        snap = self.find_snapshot(snapshot, action)
+        tagged = vpcc.parse_tags(snap.get("user_tags"))
+        server = tagged.get("source-server")
+        there = self.snapshots(region=target_region, name=snap["name"])
+        changed = not there
+        copy = there[0] if there else None
+        if copy is None and not check_mode:
+            user_tags = vpcc.tags(source_server=server, snapshot_time=tagged.get("snapshot-time"), source_snapshot=snap["id"])
+            copy = self.call(action, "snapshot %s" % snap["name"], "create_snapshot",
+                             {"source_snapshot": {"crn": snap["crn"]}, "name": snap["name"], "user_tags": user_tags}, region=target_region)
+        if copy is not None and not check_mode:
+            copy = self.wait_snapshot(copy, action, region=target_region)
+        mine = [self.public_snapshot(s) for s in self.snapshots(region=target_region) if vpcc.ours(s)]
+        mine = [dict(s, name=s["name"]) for s in mine if server and s["server"] == server]
+        if copy is None:
+            mine.append(self.public_snapshot({"name": snap["name"], "user_tags": snap.get("user_tags"), "created_at": snap.get("created_at")}))
+        pruned = _naming.select_prune(mine, keep_last, keep_days, datetime.datetime.now(datetime.timezone.utc), latest=snap["name"])
+        for old in pruned:
+            changed = True
+            if not check_mode:
+                self.snapshot_delete(old["name"], region=target_region)
+        return {"snapshot": self.public_snapshot(snap), "copy": self.public_snapshot(copy) if copy else None,
+                "pruned": [p["name"] for p in pruned]}, changed

@@ -1,0 +1,169 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Target ``ibm_vpc``: the private image library of a VPC region.
+
+VPC images carry no user tags, so the collection's mark on an image is its name: ``<server>-YYYYMMDD-HHMMSS`` (the
+snapshot time) or ``<server>-latest``; its sha256 is the one VPC computed of the imported file (``file.checksums``).
+Names are unique per region, so an import runs as: import under ``<server>-<snapshot time>`` and wait ``available``;
+rename the previous ``<server>-latest`` to ``<server>-<its snapshot time>``; rename the new image ``<server>-latest``
+(JSON merge patches). A failed import leaves the previous latest untouched. The name ``<server>-latest`` holds no
+time, so the snapshot time of that image is taken as its ``created_at`` (the import time): it still orders right,
+the latest being the newest, but its rename at the next import uses that time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _naming, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_client as vpcc
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
+PUBLIC = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "status", "vpc_name")
+
+
+def _public(entry):
+    return {k: entry.get(k) for k in PUBLIC} if entry else None
+
+
+class Target(_providers.Target):
+    name = "ibm_vpc"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.api = vpcc.Base(params)
+        self.server = _naming.check_server(params["server"])
+        self._name = re.compile(r"^%s-(\d{8}-\d{6}|latest)$" % re.escape(self.server))
+
+    @property
+    def region(self):
+        return self.api.vpc.get("region")
+
+    def entries(self):
+        """Images of this server, oldest first, each named by its snapshot time (``vpc_name`` is its name in VPC)."""
+        out = []
+        for image in self.api.pages("list images in region %s" % self.region, "list_images", "images", visibility="private"):
+            match = self._name.match(image.get("name") or "")
+            if not match:
+                continue
+            when = _naming.format_time(match.group(1)) if match.group(1) != "latest" else vpcc.iso(image.get("created_at"))
+            file = image.get("file") or {}
+            out.append({"name": _naming.image_name(self.server, when), "vpc_name": image["name"], "id": image["id"], "key": None, "format": "qcow2",
+                        "size": (file.get("size") or 0) * vpcc.GIB, "sha256": (file.get("checksums") or {}).get("sha256"), "snapshot_time": when,
+                        "source_fingerprint": None, "status": image.get("status"), "latest": match.group(1) == "latest"})
+        return sorted(out, key=lambda e: (e["snapshot_time"], e["name"]))
+
+    def _manifest(self, entries):
+        usable = [e for e in entries if e["status"] in ("available", "deprecated")]
+        latest = next((e["name"] for e in usable if e["latest"]), None)
+        return {"images": usable, "latest": latest}
+
+    def _result(self, manifest, entries, image, previous, pruned, changed, orphaned=()):
+        latest = next((e for e in manifest["images"] if e["name"] == manifest["latest"]), None)
+        return dict(changed=changed, image=_public(image) or {}, latest=_public(latest), previous_latest=_public(previous),
+                    pruned=[e["name"] for e in pruned], images=[_public(e) for e in manifest["images"]], orphaned=list(orphaned),
+                    orphans=[_public(e) for e in entries if e["status"] not in ("available", "deprecated")])
+
+    def info(self):
+        entries = self.entries()
+        result = self._result(self._manifest(entries), entries, None, None, [], False)
+        return {k: result[k] for k in ("changed", "images", "latest", "orphans")}
+
+    # --- import -------------------------------------------------------------------------------------------------------------
+    def check_os(self, os_name):
+        if not os_name:
+            raise ReplicationError("Failed to import image of server %s: its operating system is unknown; set ibm_vpc.operating_system "
+                                   "(server_info returns the source's os)" % self.server)
+        if self.api.get_or_none("get_operating_system", os_name) is None:
+            offered = sorted(o.get("name") for o in self.api.pages("list operating systems", "list_operating_systems", "operating_systems"))
+            raise ReplicationError("Failed to import image of server %s: operating system %s is not offered in region %s; choose one of %s"
+                                   % (self.server, os_name, self.region, ", ".join(offered) or "none"), operating_system=os_name)
+
+    def import_image(self, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None,
+                     check_mode=False, **extra):
+        p = self.params
+        catalog = _catalog.open_catalog(p["cos"], p["bucket"], p.get("prefix") or "", self.server, "import image")
+        image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
+        catalog.check_format(key, "qcow2", image["size"])
+        image.update(id=None, status="absent", vpc_name=image["name"], latest=False)
+        entries = self.entries()
+        manifest = self._manifest(entries)
+        current = next((e for e in manifest["images"] if e["sha256"] == image["sha256"] or e["name"] == image["name"]), None)
+        if current is not None:  # the same object (or snapshot) is already imported
+            current.update(key=key)
+            previous, pruned = _catalog.plan_import(manifest, current, keep_last, keep_days)
+            orphaned = [] if check_mode else self._delete(pruned)
+            return self._result(manifest, entries, current, None, pruned, bool(pruned), orphaned)
+        os_name = extra.get("operating_system") or self.api.vpc.get("operating_system")
+        self.check_os(os_name)
+        planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
+        old_latest = next((e for e in manifest["images"] if e["latest"]), None)
+        previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
+        if check_mode:
+            return self._result(planned, entries, image, previous, pruned, True)
+        self._delete([e for e in entries if e["vpc_name"] == image["name"]], strict=True)  # a failed import of the same snapshot
+        made = self._import(key, image, os_name)
+        image.update(id=made["id"], status=made.get("status"), size=((made.get("file") or {}).get("size") or 0) * vpcc.GIB or image["size"])
+        if planned["latest"] == image["name"]:
+            if old_latest is not None:
+                self._rename(old_latest, old_latest["name"])
+                old_latest.update(vpc_name=old_latest["name"], latest=False)
+            self._rename(image, _naming.latest_name(self.server))
+            image.update(vpc_name=_naming.latest_name(self.server), latest=True)
+        orphaned = self._delete(pruned)
+        return self._result(planned, entries, image, previous, pruned, True, orphaned)
+
+    def _import(self, key, image, os_name):
+        cos = self.params.get("cos") or {}
+        cos_region = self.api.vpc.get("cos_region") or cos.get("region") or self.region
+        href = "cos://%s/%s/%s" % (cos_region, self.params["bucket"], key)
+        action = "import image %s from %s" % (image["name"], href)
+        proto = {"name": image["name"], "file": {"href": href}, "operating_system": {"name": os_name}}
+        made = self.api.call(action, "bucket %s" % self.params["bucket"], "create_image", proto, bucket=self.params["bucket"])
+
+        def probe():
+            found = self.api.call(action, "image %s" % image["name"], "get_image", made["id"])
+            return found.get("status") == "available", {"status": found.get("status"), "reasons": found.get("status_reasons"), "image": found}
+        try:
+            return vpcc.wait(probe, self.params, "image %s" % image["name"], ("failed", "deleting"), action)["image"]
+        except ReplicationError as exc:
+            self._delete([{"name": image["name"], "id": made["id"]}])
+            raise ReplicationError("%s; check that s3 object %s is a QCOW2 image and that the VPC image service may read bucket %s"
+                                   % (exc.msg, key, self.params["bucket"]), key=key) from None
+
+    def _rename(self, entry, new_name):
+        self.api.call("rename image %s to %s" % (entry["vpc_name"], new_name), "image %s" % entry["vpc_name"], "update_image", entry["id"],
+                      {"name": new_name})
+
+    def remove_image(self, name, force=False, check_mode=False):
+        entries = self.entries()
+        manifest = self._manifest(entries)
+        if name == _naming.latest_name(self.server):
+            name = manifest["latest"]
+        entry = next((e for e in entries if e["name"] == name), None) if name else None
+        if entry is None:
+            return self._result(manifest, entries, None, None, [], False)
+        previous = None
+        if manifest["latest"] == entry["name"]:
+            if not force:
+                raise ReplicationError("Failed to remove image %s: it is the latest image of %s; set force=true to remove it anyway" % (name, self.server))
+            previous = entry
+        manifest["images"] = [e for e in manifest["images"] if e is not entry]
+        manifest["latest"] = None if previous is not None else manifest["latest"]
+        orphaned = [] if check_mode else self._delete([entry])
+        return self._result(manifest, entries, entry, previous, [], True, orphaned)
+
+    def _delete(self, entries, strict=False):
+        orphaned = []
+        for entry in entries:
+            try:
+                self.api.call("delete image %s" % entry["name"], "image %s" % entry["name"], "delete_image", entry["id"])
+                self.api.wait_gone("get_image", entry["id"], "image %s" % entry["name"], "delete image %s" % entry["name"])
+            except ReplicationError as exc:
+                if exc.details.get("code") == 404:
+                    continue
+                if strict:
+                    raise
+                orphaned.append({"name": entry["name"], "id": entry["id"], "msg": exc.msg})
+        return orphaned
