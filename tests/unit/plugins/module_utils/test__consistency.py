@@ -192,6 +192,22 @@ def test_sigterm_during_the_snapshot_thaws_and_fails_cleanly(guest, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler or signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_sigterm_during_a_hanging_freeze_thaws(guest):
+    guest.hang = threading.Event()
+    killer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    killer.start()
+    with pytest.raises(ReplicationError, match="SIGTERM"):
+        _consistency.consistent(lambda: pytest.fail("snapshot taken"), "required", domain=guest, freeze_timeout=5)
+    killer.join()
+    assert guest.count("thaw") == 1
+    guest.hang.set()  # the late freeze is undone too
+    deadline = time.monotonic() + 5
+    while guest.count("thaw") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    guest.hang = None
+    assert guest.count("thaw") == 2 and thawed(guest.real)
+
+
 def test_failing_pre_hook_freezes_nothing_and_skips_the_post_hook(guest, tmp_path):
     mark = tmp_path / "post-ran"
     with pytest.raises(ReplicationError, match=r"pre_hook false: exit 1"):
@@ -290,6 +306,15 @@ def test_snapshot_module_freezes_around_the_local_snapshot(module_runner, guest,
     plain = module_runner("snapshot", dict(volume=str(guest.disk), snapshot_dir=str(tmp_path / "plain")))
     assert_return_contract("snapshot", plain, expect=["consistency"])
     assert plain["consistency"]["mode"] == "none" and guest.calls == []
+
+
+def test_snapshot_module_opens_its_own_connection(module_runner, guest, tmp_path):
+    """Without injection: the module connects to libvirt_uri itself (the test driver starts that guest running) and closes it."""
+    res = module_runner("snapshot", dict(volume=str(guest.disk), snapshot_dir=str(tmp_path / "s"), consistency="crash",
+                                         server="web01", libvirt_uri=guest.conn.getURI(), freeze_mountpoints=["/"]))
+    assert_return_contract("snapshot", res, expect=["consistency"])
+    assert res["consistency"]["state"] == "frozen" and res["consistency"]["frozen_filesystems"] == ["/"]
+    assert res["consistency"]["domain"] == "web01" and _sha(res["snapshot"]["path"]) == _sha(guest.disk)
 
 
 class NoClose:
