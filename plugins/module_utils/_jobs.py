@@ -46,8 +46,22 @@ def job_state(async_dir, jid):
     return True, failed, data
 
 
-def poll(jid, progress_file=None, async_dir="~/.ansible_async", wait=5.0, interval=0.25, clock=time.monotonic, pause=time.sleep):
+def touch(path):
+    """Touch the heartbeat file ``path`` when it exists (a run lock); never create it. Return whether it was touched."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ReplicationError("Failed to touch the heartbeat file %s: %s" % (path, exc.strerror or exc)) from None
+    return True
+
+
+def poll(jid, progress_file=None, async_dir="~/.ansible_async", wait=5.0, interval=0.25, clock=time.monotonic, pause=time.sleep,
+         heartbeat_file=None):
     """Wait up to ``wait`` seconds for the job to finish; return the module result for job_progress."""
+    if heartbeat_file:
+        touch(heartbeat_file)
     async_dir = os.path.expanduser(async_dir)
     deadline = clock() + max(wait, 0.0)
     while True:

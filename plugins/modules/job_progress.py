@@ -49,6 +49,11 @@ options:
         Pass C({{ ansible_async_dir | default(omit) }}) when the inventory changes it.
     type: path
     default: ~/.ansible_async
+  heartbeat_file:
+    description:
+      - A file touched at each poll when it exists (never created), for example the run lock of
+        M(vmimage.replication.run_lock), whose modification time says that the run is still followed.
+    type: path
   wait:
     description:
       - Longest time to wait for the job to finish before returning, in seconds.
@@ -134,12 +139,14 @@ OPTIONS = dict(
     progress_file=dict(type="path"),
     async_dir=dict(type="path", default="~/.ansible_async", fallback=(env_fallback, ["ANSIBLE_ASYNC_DIR"])),
     wait=dict(type="float", default=5.0),
+    heartbeat_file=dict(type="path"),
 )
 
 
 def _run(module):
     params = module.params
-    return poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"])
+    return poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"],
+                heartbeat_file=params["heartbeat_file"])
 
 
 def main():
