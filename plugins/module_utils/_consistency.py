@@ -254,14 +254,15 @@ def _frozen(snapshot, consistency, domain, name, mountpoints, freeze_timeout, ma
 
 
 
-def from_params(p, create, check_mode=False, warn=None, connection=None):
+def from_params(p, create, check_mode=False, warn=None, connection=None, exists=None):
     """Run ``create()`` as the snapshot module's consistency options ask; return ``(result, report)``.
 
     ``connection`` is an open libvirt connection to use instead of opening ``libvirt_uri`` (kept open).
+    ``exists()`` says whether the snapshot is there already: then nothing is frozen (an idempotent re-run).
     """
     mode = p.get("consistency") or "none"
     name = p.get("domain") or p.get("server")
-    if mode == "none" or check_mode:
+    if mode == "none" or check_mode or (exists is not None and exists()):
         return create(), dict(mode=mode, domain=name if mode != "none" else None, state="none", frozen_filesystems=[], frozen_count=0,
                               frozen_seconds=0.0)
     if not name:

@@ -225,7 +225,7 @@ consistency:
     state:
       description:
         - V(frozen) - the file systems were frozen for the snapshot; V(unfrozen) - they could not be (O(consistency=crash));
-          V(shutoff) - the guest was not running; V(none) - no freeze was asked for, or check mode.
+          V(shutoff) - the guest was not running; V(none) - no freeze was asked for, check mode, or the snapshot O(name) exists already.
       type: str
       sample: frozen
     frozen_filesystems:
@@ -253,7 +253,7 @@ def run(module):
     if p["state"] == "present":
         (snapshot, changed), consistency = _consistency.from_params(
             p, lambda: adapter.snapshot_create(p["volume"], server=p["server"], name=p["name"], check_mode=module.check_mode),
-            check_mode=module.check_mode, warn=module.ansible.warn)
+            check_mode=module.check_mode, warn=module.ansible.warn, exists=lambda: bool(p["name"] and adapter.snapshot_list(name=p["name"])))
         return dict(changed=changed, snapshot=snapshot or {}, consistency=consistency)
     elif p["state"] == "absent":
         snapshot, changed = adapter.snapshot_delete(p["name"], check_mode=module.check_mode)

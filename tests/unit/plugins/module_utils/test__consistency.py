@@ -301,6 +301,11 @@ def test_snapshot_module_freezes_around_the_local_snapshot(module_runner, guest,
     assert guest.calls == [("freeze", None), ("thaw", None)] and thawed(guest.real)
     assert _sha(res["snapshot"]["path"]) == _sha(guest.disk)
     guest.calls.clear()
+    named = module_runner("snapshot", dict(args, name="named"))
+    assert named["changed"] and named["consistency"]["state"] == "frozen" and guest.count("freeze") == 1
+    again = module_runner("snapshot", dict(args, name="named"))  # idempotent: nothing to take, nothing frozen
+    assert again["changed"] is False and again["consistency"]["state"] == "none" and guest.count("freeze") == 1
+    guest.calls.clear()
     failed = module_runner("snapshot", dict(args, name="again", pre_hook=["sh", "-c", "exit 7"]))
     assert failed["failed"] and "pre_hook sh: exit 7" in failed["msg"] and guest.calls == []
     plain = module_runner("snapshot", dict(volume=str(guest.disk), snapshot_dir=str(tmp_path / "plain")))
