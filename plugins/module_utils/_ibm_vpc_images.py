@@ -8,15 +8,18 @@ snapshot time) or ``<server>-latest``; its sha256 is the one VPC computed of the
 Names are unique per region, so an import runs as: import under ``<server>-<snapshot time>`` and wait ``available``;
 rename the previous ``<server>-latest`` to ``<server>-<its snapshot time>``; rename the new image ``<server>-latest``
 (JSON merge patches). A failed import leaves the previous latest untouched. The name ``<server>-latest`` holds no
-time, so the snapshot time of that image is taken as its ``created_at`` (the import time): it still orders right,
-the latest being the newest, but its rename at the next import uses that time.
+time, so once an image is renamed so, its id, snapshot time, sha256 and key are written to a small record beside the
+image objects, ``<prefix><server>/ibm_vpc-<region>-latest.json``: the next import renames it after its *snapshot*
+time (the seed named it after the import time). A latest the record does not describe (made by hand, record lost)
+falls back to its ``created_at``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _naming, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming, _providers
 from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_client as vpcc
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
@@ -40,14 +43,48 @@ class Target(_providers.Target):
     def region(self):
         return self.api.vpc.get("region")
 
-    def entries(self):
+    def _open(self, action):
+        p = self.params
+        if not p.get("cos") or not p.get("bucket"):
+            return None
+        return _catalog.open_catalog(p["cos"], p["bucket"], p.get("prefix") or "", self.server, action)
+
+    def _record_key(self, catalog):
+        return "%s%s/ibm_vpc-%s-latest.json" % (catalog.prefix, self.server, self.region or "endpoint")
+
+    def _record(self, catalog):
+        """What the record says of ``<server>-latest``: ``{id, snapshot_time, sha256, key}`` or {}."""
+        if catalog is None:
+            return {}
+        try:
+            return json.loads(catalog.client.get_object(Bucket=catalog.bucket, Key=self._record_key(catalog))["Body"].read())
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            if _cos.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return {}
+            raise catalog._fail(exc, "read the latest image record", self._record_key(catalog)) from None  # pylint: disable=protected-access
+        except ValueError:
+            return {}
+
+    def _save_record(self, catalog, image):
+        body = {k: image.get(k) for k in ("id", "snapshot_time", "sha256", "key")}
+        body.update(name=_naming.latest_name(self.server), region=self.region)
+        try:
+            catalog.client.put_object(Bucket=catalog.bucket, Key=self._record_key(catalog), Body=json.dumps(body).encode("utf-8"),
+                                      ContentType="application/json")
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise catalog._fail(exc, "write the latest image record", self._record_key(catalog)) from None  # pylint: disable=protected-access
+
+    def entries(self, record=None):
         """Images of this server, oldest first, each named by its snapshot time (``vpc_name`` is its name in VPC)."""
+        record = record or {}
         out = []
         for image in self.api.pages("list images in region %s" % self.region, "list_images", "images", visibility="private"):
             match = self._name.match(image.get("name") or "")
             if not match:
                 continue
             when = _naming.format_time(match.group(1)) if match.group(1) != "latest" else vpcc.iso(image.get("created_at"))
+            if match.group(1) == "latest" and record.get("id") == image["id"] and record.get("snapshot_time"):
+                when = _naming.format_time(record["snapshot_time"])
             file = image.get("file") or {}
             out.append({"name": _naming.image_name(self.server, when), "vpc_name": image["name"], "id": image["id"], "key": None, "format": "qcow2",
                         "size": (file.get("size") or 0) * vpcc.GIB, "sha256": (file.get("checksums") or {}).get("sha256"), "snapshot_time": when,
@@ -66,7 +103,7 @@ class Target(_providers.Target):
                     orphans=[_public(e) for e in entries if e["status"] not in ("available", "deprecated")])
 
     def info(self):
-        entries = self.entries()
+        entries = self.entries(self._record(self._open("list images")))
         result = self._result(self._manifest(entries), entries, None, None, [], False)
         return {k: result[k] for k in ("changed", "images", "latest", "orphans")}
 
@@ -82,23 +119,29 @@ class Target(_providers.Target):
 
     def import_image(self, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None,
                      check_mode=False, **extra):
-        p = self.params
-        catalog = _catalog.open_catalog(p["cos"], p["bucket"], p.get("prefix") or "", self.server, "import image")
+        catalog = self._open("import image")
+        if catalog is None:
+            raise ReplicationError("Failed to import image %s of server %s: set cos and bucket (where the image object is)" % (key, self.server))
         image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
         catalog.check_format(key, "qcow2", image["size"])
         image.update(id=None, status="absent", vpc_name=image["name"], latest=False)
-        entries = self.entries()
+        entries = self.entries(self._record(catalog))
         manifest = self._manifest(entries)
+        old_latest = next((e for e in manifest["images"] if e["latest"]), None)
         current = next((e for e in manifest["images"] if e["sha256"] == image["sha256"] or e["name"] == image["name"]), None)
-        if current is not None:  # the same object (or snapshot) is already imported
+        if current is not None:  # the same object (or snapshot) is already imported; a run cut off before its renames ends them
             current.update(key=key)
             previous, pruned = _catalog.plan_import(manifest, current, keep_last, keep_days)
-            orphaned = [] if check_mode else self._delete(pruned)
-            return self._result(manifest, entries, current, None, pruned, bool(pruned), orphaned)
+            rotate = manifest["latest"] == current["name"] and not current["latest"]
+            orphaned = []
+            if not check_mode:
+                if rotate:
+                    self._rotate(catalog, current, old_latest)
+                orphaned = self._delete(pruned)
+            return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
         os_name = extra.get("operating_system") or self.api.vpc.get("operating_system")
         self.check_os(os_name)
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
-        old_latest = next((e for e in manifest["images"] if e["latest"]), None)
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:
             return self._result(planned, entries, image, previous, pruned, True)
@@ -106,13 +149,18 @@ class Target(_providers.Target):
         made = self._import(key, image, os_name)
         image.update(id=made["id"], status=made.get("status"), size=((made.get("file") or {}).get("size") or 0) * vpcc.GIB or image["size"])
         if planned["latest"] == image["name"]:
-            if old_latest is not None:
-                self._rename(old_latest, old_latest["name"])
-                old_latest.update(vpc_name=old_latest["name"], latest=False)
-            self._rename(image, _naming.latest_name(self.server))
-            image.update(vpc_name=_naming.latest_name(self.server), latest=True)
+            self._rotate(catalog, image, old_latest)
         orphaned = self._delete(pruned)
         return self._result(planned, entries, image, previous, pruned, True, orphaned)
+
+    def _rotate(self, catalog, image, old_latest):
+        """The previous ``<server>-latest`` takes its snapshot-time name, then ``image`` becomes ``<server>-latest`` (names are unique)."""
+        if old_latest is not None and old_latest is not image:
+            self._rename(old_latest, old_latest["name"])
+            old_latest.update(vpc_name=old_latest["name"], latest=False)
+        self._rename(image, _naming.latest_name(self.server))
+        image.update(vpc_name=_naming.latest_name(self.server), latest=True)
+        self._save_record(catalog, image)
 
     def _import(self, key, image, os_name):
         cos = self.params.get("cos") or {}
@@ -137,7 +185,7 @@ class Target(_providers.Target):
                       {"name": new_name})
 
     def remove_image(self, name, force=False, check_mode=False):
-        entries = self.entries()
+        entries = self.entries(self._record(self._open("remove image")))
         manifest = self._manifest(entries)
         if name == _naming.latest_name(self.server):
             name = manifest["latest"]
