@@ -133,6 +133,11 @@ def fail(exc, action, what, secret=None, bucket=None, **details):
     if isinstance(exc, ApiException):
         msg = "Failed to %s: %s; %s" % (action, explain(exc), hint(exc, what, bucket))
         details["code"] = getattr(exc, "status_code", None)
+    elif type(exc).__name__ == "RetryError":  # requests: the retries of 429 / 5xx ran out
+        status = re.search(r"too many (\d+) error responses", str(exc))
+        msg = ("Failed to %s: IBM Cloud VPC kept answering HTTP %s (throttled or unavailable) after every retry; run again later, or raise "
+               "ibm_vpc.max_retries / ibm_vpc.retry_interval" % (action, status.group(1) if status else "429/5xx"))
+        details["code"] = int(status.group(1)) if status else None
     else:
         msg = "Failed to %s: cannot reach IBM Cloud VPC (%s: %s); check ibm_vpc.region / ibm_vpc.endpoint and the network" % (
             action, type(exc).__name__, exc)

@@ -104,3 +104,47 @@ def test_unreachable_endpoint_is_a_clear_error():
                           "max_retries": 0}}
     with pytest.raises(ReplicationError, match="cannot reach IBM Cloud VPC|check ibm_vpc"):
         _ibm_vpc.Source(params).server_info("web01")
+
+
+@pytest.fixture
+def iam_http(request):
+    """A loopback HTTP peer with IAM's token endpoint, fault injection (429 with Retry-After, 5xx) and expiring tokens.
+
+    It knows no VPC route, so a call that gets through answers 404: enough to see that the SDK as the adapter builds it
+    retries throttling and server errors and renews tokens.
+    """
+    from tests.emulators.powervs import PowerVSEmulator
+
+    with PowerVSEmulator(API_KEY, {}, token_seconds=getattr(request, "param", 3600)) as emu:
+        yield emu
+
+
+def _source(emu, **vpc):
+    settings = {"api_key": API_KEY, "endpoint": emu.url + "/v1", "iam_url": emu.iam_url, "max_retries": 3, "retry_interval": 0.2}
+    settings.update(vpc)
+    return _ibm_vpc.Source({"ibm_vpc": settings, "wait_timeout": 5, "wait_sleep": 0.1})
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_throttling_and_server_errors_are_retried(iam_http, status):
+    iam_http.fail("GET", r"^/v1/instances", status, times=2, retry_after=1)
+    with pytest.raises(ReplicationError) as info:
+        _source(iam_http).server_info("web01")
+    assert "HTTP 404" in info.value.msg, info.value.msg  # both injected answers were retried; the third call got through
+    iam_http.fail("GET", r"^/v1/instances", status, times=1, retry_after=1)
+    with pytest.raises(ReplicationError) as info:
+        _source(iam_http, max_retries=0).server_info("web01")
+    assert "kept answering HTTP %d" % status in info.value.msg and "max_retries" in info.value.msg and API_KEY not in info.value.msg
+
+
+@pytest.mark.parametrize("iam_http", [2], indirect=True)
+def test_a_token_that_expires_mid_run_is_renewed(iam_http):
+    import time
+
+    adapter = _source(iam_http)
+    for _ in range(2):
+        with pytest.raises(ReplicationError) as info:
+            adapter.server_info("web01")
+        assert "HTTP 404" in info.value.msg  # not 401: the token was accepted
+        time.sleep(2.5)  # the 2 s token runs out between the calls
+    assert iam_http.issued == 2
