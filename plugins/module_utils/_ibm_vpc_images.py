@@ -176,9 +176,15 @@ class Target(_providers.Target):
         try:
             return vpcc.wait(probe, self.params, "image %s" % image["name"], ("failed", "deleting"), action)["image"]
         except ReplicationError as exc:
-            self._delete([{"name": image["name"], "id": made["id"]}])
-            raise ReplicationError("%s; check that s3 object %s is a QCOW2 image and that the VPC image service may read bucket %s"
-                                   % (exc.msg, key, self.params["bucket"]), key=key) from None
+            self._delete([{"name": image["name"], "id": made["id"]}])  # a failed image is removed; the previous latest was not touched
+            reasons = " ".join("%s %s" % (r.get("code"), r.get("message")) for r in ((exc.details.get("state") or {}).get("reasons") or [])).lower()
+            bucket = self.params["bucket"]
+            if any(word in reasons for word in ("authoriz", "authoris", "access", "forbidden", "permission")):
+                todo = ("authorise the VPC image service to read bucket %s (IAM service-to-service authorisation: VPC Infrastructure Services, "
+                        "Image Service for VPC -> Cloud Object Storage, Reader)" % bucket)
+            else:
+                todo = "check that s3://%s/%s is a whole QCOW2 image (upload it again) and that the VPC image service may read the bucket" % (bucket, key)
+            raise ReplicationError("%s; %s" % (exc.msg, todo), key=key, state=exc.details.get("state")) from None
 
     def _rename(self, entry, new_name):
         self.api.call("rename image %s to %s" % (entry["vpc_name"], new_name), "image %s" % entry["vpc_name"], "update_image", entry["id"],
