@@ -148,3 +148,16 @@ def test_a_token_that_expires_mid_run_is_renewed(iam_http):
         assert "HTTP 404" in info.value.msg  # not 401: the token was accepted
         time.sleep(2.5)  # the 2 s token runs out between the calls
     assert iam_http.issued == 2
+
+
+def test_the_doc_fragment_documents_every_option_as_declared():
+    import yaml
+
+    from ansible_collections.vmimage.replication.plugins.doc_fragments.ibm_vpc import ModuleDocFragment
+
+    documented = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]["ibm_vpc"]["suboptions"]
+    declared = vpcc.OPTIONS["ibm_vpc"]["options"]
+    assert set(documented) == set(declared)
+    for name, spec in declared.items():
+        assert documented[name]["type"] == spec["type"] and documented[name].get("default") == spec.get("default"), name
+        assert documented[name]["description"], name
