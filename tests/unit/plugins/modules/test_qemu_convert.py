@@ -245,7 +245,17 @@ def test_unreadable_source(master_disk, where):
         os.chmod(disk, 0o600 if where == "file" else 0o644)
         code = ("from ansible_collections.vmimage.replication.plugins.module_utils import _qemu, _errors\n"
                 "try:\n    _qemu.check_source(%r)\nexcept _errors.ReplicationError as exc:\n    print(exc.msg)\n") % disk
-        env = dict(PYTHONPATH=str(ROOT / ".build" / "pytest-collections"), PATH="/usr/bin:/bin")
+        # The unprivileged user may not reach the checkout (a parent such as /root can be 0700):
+        # it imports a world-readable copy of module_utils staged next to the disk.
+        stage = os.path.join(top, "collections")
+        shutil.copytree(str(ROOT / "plugins" / "module_utils"),
+                        os.path.join(stage, "ansible_collections", "vmimage", "replication", "plugins", "module_utils"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for base, dirs, files in os.walk(stage):
+            os.chmod(base, 0o755)
+            for name in files:
+                os.chmod(os.path.join(base, name), 0o644)
+        env = dict(PYTHONPATH=stage, PATH="/usr/bin:/bin", PYTHONDONTWRITEBYTECODE="1")
         out = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, env=env, check=False,
                              preexec_fn=lambda: os.setuid(65534))
         assert "Failed to read source disk %s: permission denied; run the task with become" % disk in out.stdout, out.stderr
