@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -21,9 +22,33 @@ for entry in (str(ROOT), str(COLLECTIONS)):
         sys.path.insert(0, entry)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
 
+from tests import leftovers  # noqa: E402
 from tests.harness import run_module  # noqa: E402
 from tests.peers import s3  # noqa: E402
 from tests.peers.moto import moto_server, moto_session  # noqa: E402,F401 - fixtures: one moto server for the whole run
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory):
+    """Point TMPDIR (and tempfile) of the whole run at a pytest tmp dir; fail the run if /tmp gains leftovers.
+
+    A teardown error makes pytest exit non-zero, naming every leftover.
+    """
+    dirs = leftovers.shared_dirs()
+    before = leftovers.snapshot(dirs)
+    private = str(tmp_path_factory.mktemp("tmpdir"))
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+    yield private
+    tempfile.tempdir = saved_tempdir
+    if saved_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved_env
+    left = leftovers.leftovers(before, leftovers.snapshot(dirs))
+    if left:
+        pytest.fail("the tests left these in the shared temporary directory (keep them under pytest's tmp dirs "
+                    "or remove them): %s" % ", ".join(left), pytrace=False)
+
 
 # Realistic keys: rclone refuses very short ones, and the leak tests search for them.
 ACCESS_KEY_ID = "AKIAVMIMAGE7TESTKEY01"

@@ -235,7 +235,7 @@ def test_bad_coroutines(module_runner, disk, tmp_path):
 @pytest.mark.parametrize("where", ["file", "directory"])
 def test_unreadable_source(master_disk, where):
     """As an unprivileged user: an unreadable file, and a file in a directory the user may not enter."""
-    top = tempfile.mkdtemp(prefix="qemu-perm-")
+    top = tempfile.mkdtemp(prefix="qemu-perm-", dir="/tmp")  # pytest's tmp dirs are private (0700)
     try:
         os.chmod(top, 0o755)
         inner = os.path.join(top, "inner")
