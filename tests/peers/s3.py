@@ -159,8 +159,11 @@ def start_seaweedfs(workdir, access_key_id, secret_access_key, region="us-south"
         json.dump(identities, handle)
     ports = dict(zip(_WEED_PORT_FLAGS, _free_ports(len(_WEED_PORT_FLAGS))))
     cmd = [
-        _binary("weed"), "mini",
+        # glog's files and the local sockets default to a fixed /tmp: keep them in the workdir.
+        _binary("weed"), "-logdir=%s" % workdir, "mini",
         "-dir=%s" % data,
+        "-s3.localSocket=%s" % os.path.join(workdir, "s3.sock"),
+        "-filer.localSocket=%s" % os.path.join(workdir, "filer.sock"),
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
         "-admin.ui=false", "-webdav=false",
@@ -169,7 +172,8 @@ def start_seaweedfs(workdir, access_key_id, secret_access_key, region="us-south"
     ] + ["-%s=%d" % (flag, port) for flag, port in ports.items()]
     log = open(os.path.join(workdir, "weed.log"), "wb")  # noqa: SIM115 - kept open for the server's life
     # Its own process group: `weed mini` is one process, but stop() must never reach the test runner.
-    process = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = dict(os.environ, TMPDIR=workdir)
+    process = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     endpoint = "http://127.0.0.1:%d" % ports["s3.port"]
     try:
         _wait_s3(endpoint, process)
