@@ -161,3 +161,23 @@ def test_the_doc_fragment_documents_every_option_as_declared():
     for name, spec in declared.items():
         assert documented[name]["type"] == spec["type"] and documented[name].get("default") == spec.get("default"), name
         assert documented[name]["description"], name
+
+
+def test_images_of_the_server_are_told_by_name_and_the_latest_by_its_record(monkeypatch):
+    listed = [
+        {"id": "i1", "name": "web01-20260301-120000", "status": "available", "created_at": "2026-03-01T13:00:00Z", "file": {"size": 1, "checksums": {"sha256": "a"}}},
+        {"id": "i2", "name": "web01-latest", "status": "available", "created_at": "2026-03-02T13:05:00Z", "file": {"size": 1, "checksums": {"sha256": "b"}}},
+        {"id": "i3", "name": "web01-20260303-120000", "status": "failed", "created_at": "2026-03-03T13:00:00Z"},
+        {"id": "i4", "name": "web010-latest", "status": "available"}, {"id": "i5", "name": "web01-manual", "status": "available"},
+    ]
+    target = _ibm_vpc.Target({"server": "web01", "ibm_vpc": {"api_key": API_KEY, "region": "us-south"}})
+    monkeypatch.setattr(target.api, "pages", lambda *a, **k: listed)
+    record = {"id": "i2", "snapshot_time": "2026-03-02T12:00:00Z"}
+    entries = target.entries(record)
+    assert [(e["name"], e["vpc_name"], e["status"]) for e in entries] == [
+        ("web01-20260301-120000", "web01-20260301-120000", "available"), ("web01-20260302-120000", "web01-latest", "available"),
+        ("web01-20260303-120000", "web01-20260303-120000", "failed")]
+    manifest = target._manifest(entries)  # pylint: disable=protected-access
+    assert manifest["latest"] == "web01-20260302-120000" and len(manifest["images"]) == 2
+    # a latest the record does not describe falls back to its creation time
+    assert target.entries({"id": "other"})[1]["name"] == "web01-20260302-130500"
