@@ -165,7 +165,8 @@ def test_the_doc_fragment_documents_every_option_as_declared():
 
 def test_images_of_the_server_are_told_by_name_and_the_latest_by_its_record(monkeypatch):
     listed = [
-        {"id": "i1", "name": "web01-20260301-120000", "status": "available", "created_at": "2026-03-01T13:00:00Z", "file": {"size": 1, "checksums": {"sha256": "a"}}},
+        {"id": "i1", "name": "web01-20260301-120000", "status": "available", "created_at": "2026-03-01T13:00:00Z",
+         "file": {"size": 1, "checksums": {"sha256": "a"}}},
         {"id": "i2", "name": "web01-latest", "status": "available", "created_at": "2026-03-02T13:05:00Z", "file": {"size": 1, "checksums": {"sha256": "b"}}},
         {"id": "i3", "name": "web01-20260303-120000", "status": "failed", "created_at": "2026-03-03T13:00:00Z"},
         {"id": "i4", "name": "web010-latest", "status": "available"}, {"id": "i5", "name": "web01-manual", "status": "available"},
