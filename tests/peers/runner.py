@@ -49,8 +49,17 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
     The run uses the venv's Python and this checkout's collection. Returns a
     PlaybookRun with the status, every event and the whole stdout.
     """
+    # Under tempfile's dir, which tests/conftest.py points at a pytest tmp dir for the whole run.
     private_dir = private_dir or tempfile.mkdtemp(prefix="runner-")
+    # ansible's own temporary files (AnsiballZ payloads, async status) stay in the private dir too:
+    # the SSH peers run on this machine as this user, so one local path serves both sides.
+    scratch = os.path.join(private_dir, "tmp")
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
     env = {
+        "TMPDIR": scratch,
+        "ANSIBLE_LOCAL_TEMP": os.path.join(scratch, "local"),
+        "ANSIBLE_REMOTE_TMP": os.path.join(scratch, "remote"),
+        "ANSIBLE_ASYNC_DIR": os.path.join(scratch, "async"),
         "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS,
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
         "ANSIBLE_HOST_KEY_CHECKING": "False",
