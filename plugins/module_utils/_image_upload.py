@@ -18,7 +18,7 @@ import hashlib
 import os
 import time
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _files, _multipart, _qcow2, _qemu, _stream
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _digest, _files, _multipart, _qcow2, _qemu, _stream
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError, terminate_as_error
 from ansible_collections.vmimage.replication.plugins.module_utils._stream_upload import GrowingUpload
 
@@ -124,7 +124,8 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
     started = clock()
     src, bucket, key = params["src"], params["bucket"], params["key"]
     layout = _qcow2.Layout(virtual_size, params["cluster_size"])
-    chunks = _stream.chunk_plan(list(_files.data_extents(fd, virtual_size)), virtual_size, layout.cluster_size)
+    chunks = _stream.chunk_plan(list(_files.data_extents(fd, virtual_size)), virtual_size, _stream.alignment(layout.cluster_size))
+    digest = _digest.GuestDigest(virtual_size)
     data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in chunks)
     work_dir = params["work_dir"]
     spool = spool_path(work_dir, bucket, key)
@@ -143,7 +144,8 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
             progress.update(0, total=sum(length for _offset, length in chunks), force=True)
         read = _stream.convert(fd, virtual_size, writer, compress, params["threads"], on_final=upload.on_final,
                                on_progress=(lambda count, total: progress.update(count)) if progress is not None else None,
-                               chunks=chunks)
+                               chunks=chunks, digest=digest)
+        metadata[_digest.METADATA_KEY] = digest.hexdigest()
         size = writer.finish()
         verified = _qemu.verify_output(spool, "qcow2", src, "raw", params["verify"])
         multipart = upload.send_rest(size)
@@ -177,4 +179,4 @@ def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, c
     return _result(key, virtual_size, size=size, compression_ratio=round(virtual_size / float(size), 2), sha256=sha256, etag=stored["etag"],
                    metadata=stored["metadata"], parts=parts, resumed_parts=resumed, uploaded_bytes=sent, read_bytes=read,
                    seconds=round(seconds, 3), bytes_per_second=int(read / seconds), verified=verified, changed=True,
-                   clusters=dict(writer.stored_clusters), part_size=part_size, **extra)
+                   clusters=dict(writer.stored_clusters), part_size=part_size, guest_sha256=digest.hexdigest(), **extra)

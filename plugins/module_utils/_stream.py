@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _files
+from ansible_collections.vmimage.replication.plugins.module_utils import _digest, _files
 
 CHUNK_BYTES = 2 * 1024 * 1024  # per task: large enough to amortise the pool, small enough to spread the work
 
@@ -52,8 +52,24 @@ def compress_chunk(fd, offset, length, cluster_size, compress, end=None):
 
     Bytes at or past ``end`` (the source's own size, when qemu rounds it up to whole sectors) read as zeros.
     """
+    return compress_clusters(read_chunk(fd, offset, length, end), offset, cluster_size, compress)
+
+
+def read_chunk(fd, offset, length, end=None):
+    """``length`` bytes at ``offset``, zeros at or past ``end``."""
     readable = length if end is None else max(0, min(length, end - offset))
-    data = read_exact(fd, readable, offset) + bytes(length - readable)
+    return read_exact(fd, readable, offset) + bytes(length - readable)
+
+
+def digest_and_compress(fd, offset, length, cluster_size, compress, end=None):
+    """``(compress_chunk's list, _digest.block_records of the chunk)``: one read for both."""
+    data = read_chunk(fd, offset, length, end)
+    return compress_clusters(data, offset, cluster_size, compress), _digest.block_records(data, offset)
+
+
+def compress_clusters(data, offset, cluster_size, compress):
+    """``[(guest cluster, payload, compressed)]`` for the non-zero clusters of ``data`` read at ``offset``."""
+    length = len(data)
     zero = bytes(cluster_size)
     out = []
     for start in range(0, length, cluster_size):
@@ -70,15 +86,22 @@ def compress_chunk(fd, offset, length, cluster_size, compress, end=None):
     return out
 
 
-def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, chunks=None):
+def alignment(cluster_size):
+    """What chunks are aligned to: whole clusters of the image and whole blocks of the guest digest."""
+    return max(cluster_size, _digest.BLOCK)
+
+
+def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None, chunks=None, digest=None):
     """Feed the volume open at ``fd`` (``size`` bytes) through ``writer``; returns bytes of source read.
 
-    ``chunks`` is the ``chunk_plan`` of the source, when the caller has made it already.
+    ``chunks`` is the ``chunk_plan`` of the source (aligned to ``alignment(cluster_size)``), when the caller
+    has made it already. ``digest`` (a ``_digest.GuestDigest``) is fed the guest's blocks in order.
     """
     cluster_size = writer.layout.cluster_size
     end = os.fstat(fd).st_size if stat.S_ISREG(os.fstat(fd).st_mode) else size
     if chunks is None:
-        chunks = chunk_plan(list(_files.data_extents(fd, size)), size, cluster_size)
+        chunks = chunk_plan(list(_files.data_extents(fd, size)), size, alignment(cluster_size))
+    task = compress_chunk if digest is None else digest_and_compress
     total = sum(length for _offset, length in chunks)
     done = 0
     window = collections.deque()
@@ -90,11 +113,16 @@ def convert(fd, size, writer, compress, threads, on_progress=None, on_final=None
                     chunk = next(pending, None)
                     if chunk is None:
                         break
-                    window.append((chunk[1], pool.submit(compress_chunk, fd, chunk[0], chunk[1], cluster_size, compress, end)))
+                    window.append((chunk[1], pool.submit(task, fd, chunk[0], chunk[1], cluster_size, compress, end)))
                 if not window:
                     break
                 length, future = window.popleft()
-                for guest, payload, compressed in future.result():
+                result = future.result()
+                if digest is not None:
+                    result, records = result
+                    for index, block_hash in records:
+                        digest.add(index, block_hash)
+                for guest, payload, compressed in result:
                     writer.add(guest, payload, compressed)
                 done += length
                 if on_progress is not None:
