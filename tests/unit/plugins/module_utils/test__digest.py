@@ -95,3 +95,38 @@ def test_misuse_is_refused():
         digest.add(3, bytes(32))
     with pytest.raises(ValueError, match="multiple"):
         _digest.block_records(b"x", 512)
+
+
+@pytest.mark.parametrize("made_by", ["qemu-zlib-16k", "qemu-zstd", "qemu-plain", "stream-4k", "stream-2m"])
+def test_the_digest_read_back_from_a_qcow2_equals_the_guests(tmp_path, made_by):
+    src = source(tmp_path)
+    out = str(tmp_path / "image.qcow2")
+    if made_by.startswith("qemu"):
+        options = {"qemu-zlib-16k": ["-c", "-o", "cluster_size=16384"], "qemu-zstd": ["-c", "-o", "compression_type=zstd"],
+                   "qemu-plain": []}[made_by]
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2"] + options + [src, out], check=True)
+    else:
+        size = os.path.getsize(src)
+        fd, ofd = os.open(src, os.O_RDONLY), os.open(out, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            layout = _qcow2.Layout(size, 4096 if made_by == "stream-4k" else 2 * MIB)
+            writer = _qcow2.StreamWriter(layout, lambda d: os.write(ofd, d), lambda d, o: os.pwrite(ofd, d, o), "zlib")
+            _stream.convert(fd, size, writer, _qcow2.make_compressor("zlib")[0], 2)
+            writer.finish()
+        finally:
+            os.close(fd)
+            os.close(ofd)
+    assert _digest.digest_qcow2(_digest.file_reader(out)) == independent(to_raw(out, "qcow2", tmp_path))
+
+
+def test_a_changed_byte_in_the_image_changes_the_digest_or_fails(tmp_path):
+    src = source(tmp_path)
+    out = str(tmp_path / "image.qcow2")
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", src, out], check=True)
+    good = _digest.digest_qcow2(_digest.file_reader(out))
+    with open(out, "r+b") as handle:  # a byte of guest data (uncompressed image: the first data cluster)
+        handle.seek(5 * 65536 + 3)
+        handle.write(b"\xff")
+    assert _digest.digest_qcow2(_digest.file_reader(out)) != good
+    with pytest.raises(_digest.Qcow2Error, match="magic"):
+        _digest.digest_qcow2(lambda offset, length: b"\0" * length)
