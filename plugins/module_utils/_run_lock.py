@@ -13,6 +13,7 @@ rename) and checking that what was renamed was indeed stale.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -64,15 +65,24 @@ def _create(path, record):
 
 
 def _take_stale(path, stale_after, clock):
-    """Rename a stale lock aside; put it back when it proved not stale. True when it was removed."""
-    aside = "%s.stale.%s" % (path, new_token())
+    """Remove a stale lock under a take-over mutex (``<lock>.takeover``, O_EXCL): only one taker at a time
+    looks again and removes it, so a fresh lock made by another taker is never removed."""
+    mutex = path + ".takeover"
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
+        _create(mutex, {})
+    except FileExistsError:
+        holder = read(mutex, clock=clock)
+        if holder is not None and holder["age"] > 60:  # a taker that died holding it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(mutex)
+        return False
+    try:
+        holder = read(path, clock=clock)
+        if holder is not None and holder["age"] > stale_after:
+            os.unlink(path)
         return True
-    holder = read(aside, clock=clock)
-    # Another taker replaced it between our look and our rename: give it back.
-    return _settle(path, aside, holder is None or holder["age"] > stale_after)
+    finally:
+        os.unlink(mutex)
 
 
 def _settle(path, aside, keep_removed):

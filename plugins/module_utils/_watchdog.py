@@ -100,3 +100,11 @@ def guard(params, what, check_mode=False):
             abandoned=True) from None
     finally:
         dog.stop()
+
+
+def guarded(action, verb, target="key"):
+    """``action(module)`` under ``guard``: what a stage module passes to ReplicationModule.run."""
+    def run(module):
+        with guard(module.params, "%s %s" % (verb, module.params.get(target) or ""), check_mode=module.check_mode):
+            return action(module)
+    return run

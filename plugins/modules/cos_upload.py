@@ -29,6 +29,7 @@ requirements:
 extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.progress
+  - vmimage.replication.watchdog
 attributes:
   check_mode:
     support: full
@@ -207,6 +208,7 @@ import os
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos
 from ansible_collections.vmimage.replication.plugins.module_utils import _multipart
+from ansible_collections.vmimage.replication.plugins.module_utils import _watchdog
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
@@ -222,6 +224,7 @@ OPTIONS = dict(
     sha256=dict(type="str"),
     keep_incomplete=dict(type="bool", default=False),
 )
+OPTIONS.update(_watchdog.SPEC)  # stops itself when nobody follows it (heartbeat_file, abandon_after)
 
 
 def _present(module, client, cos, bucket, key):
@@ -277,7 +280,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(run)
+    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "upload the image to"))
 
 
 if __name__ == "__main__":

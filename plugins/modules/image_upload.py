@@ -38,6 +38,7 @@ requirements:
 extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.progress
+  - vmimage.replication.watchdog
 attributes:
   check_mode:
     support: full
@@ -266,6 +267,7 @@ import errno
 import os
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _qemu
+from ansible_collections.vmimage.replication.plugins.module_utils import _watchdog
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
@@ -286,6 +288,7 @@ OPTIONS = dict(
     keep_incomplete=dict(type="bool", default=False),
     force=dict(type="bool", default=False),
 )
+OPTIONS.update(_watchdog.SPEC)  # stops itself when nobody follows it (heartbeat_file, abandon_after)
 
 
 def _check_params(params):
@@ -325,7 +328,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(run)
+    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "stream the image to"))
 
 
 if __name__ == "__main__":

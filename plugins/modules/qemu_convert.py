@@ -24,6 +24,7 @@ requirements:
   - qemu-img on the host that runs the task (package C(qemu-utils) on Debian/Ubuntu, C(qemu-img) on RHEL)
 extends_documentation_fragment:
   - vmimage.replication.progress
+  - vmimage.replication.watchdog
 attributes:
   check_mode:
     support: full
@@ -214,6 +215,7 @@ changed:
 """
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _qemu
+from ansible_collections.vmimage.replication.plugins.module_utils import _watchdog
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
@@ -233,6 +235,7 @@ OPTIONS = dict(
     checksum=dict(type="bool", default=True),
     force=dict(type="bool", default=False),
 )
+OPTIONS.update(_watchdog.SPEC)  # stops itself when nobody follows it (heartbeat_file, abandon_after)
 
 
 def convert(module):
@@ -250,7 +253,7 @@ def convert(module):
 
 def main():
     module = ReplicationModule(OPTIONS, groups=("progress",), action="convert the disk", required_if=[("state", "present", ["src"])])
-    module.run(convert)
+    module.run(_watchdog.guarded(convert, "convert the disk to", target="dest"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""A stage module nobody follows (heartbeat file untouched for abandon_after) stops itself and cleans up."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tests.harness import final_result, spawn_module
+from tests.unit.plugins.modules.test_cos_upload import pending
+from tests.unit.plugins.modules.test_image_upload import args, disk, work_dir  # noqa: F401 - fixture
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+
+
+def test_image_upload_nobody_follows_stops_itself(s3_server, bucket, tmp_path, work_dir):  # noqa: F811 - fixture
+    src = disk(tmp_path, noisy_mib=30)
+    key = "images/web07/web07.qcow2"
+    lock = tmp_path / "web07.lock"
+    lock.write_text("{}")
+    started = time.monotonic()
+    process = spawn_module("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5, concurrency=1,
+                                                heartbeat_file=str(lock), abandon_after=1.0), tmp_path, part_delay=0.5)
+    result = final_result(process)
+    assert result["failed"] and "stopped itself after nobody followed it for 1 s (abandon_after" in result["msg"], result
+    assert result.get("abandoned") is True
+    assert time.monotonic() - started < 30
+    assert pending(s3_server, bucket, key) == [] and _cos.head(s3_server.client(), bucket, key) is None
+    assert not lock.exists()
+    assert os.listdir(work_dir) == []
