@@ -19,7 +19,8 @@ import os
 import struct
 import zlib
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _files
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _files
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 BLOCK = 65536
 VERSION = "vmimage-guest-v1"
@@ -100,6 +101,8 @@ class Qcow2Reader:
         self.cluster_bits = _be(head, 20, 4)
         self.cluster_size = 1 << self.cluster_bits
         self.virtual_size = _be(head, 24, 8)
+        if not 9 <= self.cluster_bits <= 21:
+            raise Qcow2Error("cluster_bits %d is outside QCOW2's 9..21" % self.cluster_bits)
         if _be(head, 8, 8) or _be(head, 32, 4):
             raise Qcow2Error("the image has a backing file or is encrypted")
         incompatible = _be(head, 72, 8) if version >= 3 else 0
@@ -107,6 +110,8 @@ class Qcow2Reader:
             raise Qcow2Error("the image uses QCOW2 features this reader does not know (incompatible features 0x%x)" % incompatible)
         self.compression_type = "zstd" if version >= 3 and _be(head, 100, 4) > 104 and head[104] == 1 else "zlib"
         l1_size = _be(head, 36, 4)
+        if l1_size * (self.cluster_size // 8) * self.cluster_size < self.virtual_size:
+            raise Qcow2Error("its L1 table (%d entries) does not cover its virtual size %d" % (l1_size, self.virtual_size))
         l1 = read(_be(head, 40, 8), 8 * l1_size)
         self._l1 = [_be(l1, 8 * i, 8) & 0x00fffffffffffe00 for i in range(l1_size)]
 
@@ -180,3 +185,53 @@ def file_reader(path):
             handle.seek(offset)
             return handle.read(length)
     return read
+
+
+def object_reader(client, bucket, key, size):
+    """``read(offset, length)`` by ranged GETs of exactly the bytes that exist.
+
+    The body is read by its exact length, not to its end: some servers (rclone) send the whole object's
+    x-amz-checksum with a ranged answer, which the SDK would check against the range at the end of the body.
+    """
+    def read(offset, length):
+        end = min(size, offset + length)
+        if offset >= end:
+            return b""
+        body = client.get_object(Bucket=bucket, Key=key, Range="bytes=%d-%d" % (offset, end - 1))["Body"]
+        try:
+            return body.read(end - offset)
+        finally:
+            body.close()
+    return read
+
+
+def verify_object(client, bucket, key, expected=None):
+    """Recompute the guest digest of s3://bucket/key and check it against ``expected`` or else the object's own record.
+
+    Returns ``{guest_sha256, recorded, virtual_size, size}``; a ReplicationError naming the object on any mismatch.
+    """
+    name = "s3://%s/%s" % (bucket, key)
+    stored = _cos.head(client, bucket, key)
+    if stored is None:
+        raise ReplicationError("Failed to verify %s: there is no such object" % name, bucket=bucket, key=key)
+    recorded = stored["metadata"].get(METADATA_KEY)
+    wanted = expected or recorded
+    if not wanted:
+        raise ReplicationError("Failed to verify %s: the object records no %s and none was given; upload it with "
+                               "vmimage.replication.image_upload, or pass the expected digest" % (name, METADATA_KEY), bucket=bucket, key=key)
+    try:
+        actual = digest_qcow2(object_reader(client, bucket, key, stored["size"]))
+    except (Qcow2Error, zlib.error, ValueError) as exc:
+        raise ReplicationError("Failed to verify %s: it is not a QCOW2 image that reads back whole (%s); the object is corrupt, "
+                               "upload it again" % (name, exc), bucket=bucket, key=key) from None
+    except Exception as exc:  # zstandard.ZstdError and friends: a corrupt compressed cluster
+        if type(exc).__module__.split(".")[0] != "zstandard":
+            raise
+        raise ReplicationError("Failed to verify %s: a compressed cluster does not inflate (%s); the object is corrupt, upload it again"
+                               % (name, exc), bucket=bucket, key=key) from None
+    if actual != wanted.lower() or (recorded and expected and recorded.lower() != expected.lower()):
+        raise ReplicationError("Failed to verify %s: its guest content digest is %s but %s was expected (%s); the object changed "
+                               "after upload or is corrupt: upload it again" % (name, actual, wanted, "given" if expected else "recorded on the object"),
+                               bucket=bucket, key=key, guest_sha256=actual)
+    return dict(guest_sha256=actual, recorded=recorded, size=stored["size"],
+                virtual_size=int(stored["metadata"].get("virtual-size") or 0) or None)
