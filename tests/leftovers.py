@@ -8,7 +8,7 @@ import fnmatch
 import os
 
 # Names the suite's peers and tools make when they are not pointed at pytest's tmp dirs.
-PATTERNS = ("runner-*", "weed.*", "seaweedfs-*", "ansible-*", "ansible_*", "AnsiballZ*", "qemu-perm-*",
+PATTERNS = ("runner-*", "weed.*", "seaweedfs-*", "ansible-local-*", "ansible_*", "AnsiballZ*", "qemu-perm-*",
             "tmp*", "ova-*", "pvs-emulator-*")
 
 

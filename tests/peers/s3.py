@@ -7,6 +7,7 @@ command line, so the secret-leak test can scan process command lines.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ class S3Server:
     region: str
     data_dir: str
     process: subprocess.Popen
+    # Files the server makes outside its workdir at fixed places, removed once it has stopped.
+    outside: tuple = ()
 
     def cos(self, **overrides):
         """The ``cos`` module option for this server."""
@@ -57,6 +60,9 @@ class S3Server:
 
     def stop(self):
         stop(self.process)
+        for pattern in self.outside:
+            for path in glob.glob(pattern):
+                os.unlink(path)
 
 
 def _binary(name):
@@ -180,4 +186,6 @@ def start_seaweedfs(workdir, access_key_id, secret_access_key, region="us-south"
     except Exception:
         stop(process, timeout=30.0)
         raise
-    return S3Server("seaweedfs", endpoint, access_key_id, secret_access_key, region, data, process)
+    # Its in-process gRPC sockets are always /tmp/seaweedfs-<component>-grpc-<port>.sock (no flag moves them).
+    outside = tuple("/tmp/seaweedfs-*-grpc-%d.sock" % port for port in ports.values())
+    return S3Server("seaweedfs", endpoint, access_key_id, secret_access_key, region, data, process, outside)
