@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _naming
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _digest, _naming
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 MANIFEST = "catalog.json"
@@ -248,7 +248,8 @@ def plan_import(manifest, image, keep_last, keep_days=None, now=None):
     return previous, pruned
 
 
-def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None, check_mode=False, now=None):
+def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerprint=None, keep_last=7, keep_days=None, check_mode=False, now=None,
+                 verify_digest=True):
     """Add the object at ``key`` to the catalog, rotate the latest, prune past retention.
 
     The newest image by snapshot time is the latest: importing an older snapshot
@@ -263,6 +264,7 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
     else:
         image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
         catalog.check_format(key, image["format"], image["size"])
+        image.update(_digest.import_check(catalog.client, catalog.bucket, key, verify_digest and not check_mode))
         clash = _by_name(manifest, image["name"])
         if clash and clash["key"] != key:
             raise ReplicationError("Failed to import image s3://%s/%s: image %s of the same snapshot time is already in the catalog as %s; "

@@ -235,3 +235,15 @@ def verify_object(client, bucket, key, expected=None):
                                bucket=bucket, key=key, guest_sha256=actual)
     return dict(guest_sha256=actual, recorded=recorded, size=stored["size"],
                 virtual_size=int(stored["metadata"].get("virtual-size") or 0) or None)
+
+
+def import_check(client, bucket, key, verify=True):
+    """What an importer records of the object's guest digest: ``{"guest_sha256": ...}``, recomputed and checked when
+    ``verify``, or ``{}`` when the object records none (uploads made before the digest, or by cos_upload)."""
+    stored = _cos.head(client, bucket, key)
+    recorded = (stored or {}).get("metadata", {}).get(METADATA_KEY)
+    if not recorded:
+        return {}
+    if verify:
+        verify_object(client, bucket, key)
+    return {"guest_sha256": recorded.lower()}

@@ -45,6 +45,14 @@ options:
     description:
       - Expected sha256 of the image; the import fails unless the object's C(sha256) metadata is the same.
     type: str
+  verify_digest:
+    description:
+      - When the object records a guest digest (C(guest-sha256), set by M(vmimage.replication.image_upload)), recompute it
+        from the stored object before importing and fail, naming the object, when it differs (as
+        M(vmimage.replication.image_verify) does). The digest is recorded in the catalog entry either way.
+      - Not recomputed in check mode.
+    type: bool
+    default: true
   source_fingerprint:
     description:
       - Identity of the source volume's state, recorded in the catalog. Defaults to the object's C(source-fingerprint) metadata.
@@ -215,7 +223,7 @@ def run(module):
     else:
         result = target.import_image(
             p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
-            keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode,
+            keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode, verify_digest=p["verify_digest"],
         )
     for orphan in result["orphaned"]:
         module.ansible.warn("%s; the catalog no longer lists it, delete s3://%s/%s by hand" % (orphan["msg"], p["bucket"], orphan["key"]))
@@ -228,6 +236,7 @@ def main():
         snapshot_time=dict(type="str"),
         sha256=dict(type="str"),
         source_fingerprint=dict(type="str"),
+        verify_digest=dict(type="bool", default=True),
         keep_last=dict(type="int", default=7),
         keep_days=dict(type="int"),
         state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -10,6 +10,7 @@ import struct
 import uuid
 
 from tests.conftest import SECRET_ACCESS_KEY
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _qcow2
 from tests.contract import assert_return_contract
 from tests.unit.plugins.module_utils.test__digest import independent
 from tests.unit.plugins.modules.test_image_upload import args, disk, work_dir  # noqa: F401  pylint: disable=unused-import
@@ -68,3 +69,34 @@ def test_missing_object_or_record_fails_clearly(s3_rclone, module_runner):
     assert unrecorded["failed"] and "records no guest-sha256" in unrecorded["msg"], unrecorded
     garbage = verify(s3_rclone, bucket, module_runner, guest_sha256="0" * 64)
     assert garbage["failed"] and "not a QCOW2 image that reads back whole" in garbage["msg"], garbage
+
+
+def test_import_verifies_and_records_the_digest(s3_server, bucket, module_runner, tmp_path, work_dir):  # noqa: F811
+    when = "2025-01-01T12:00:00Z"
+    key = _naming.object_key("images/", "web01", when, "qcow2")
+    src = disk(tmp_path)
+    upload_args = args(s3_server, bucket, key, src, work_dir)
+    upload_args["metadata"]["snapshot-time"] = when
+    uploaded = module_runner("image_upload", upload_args)
+    assert not uploaded.get("failed"), uploaded
+    importing = dict(cos=s3_server.cos(), bucket=bucket, server="web01", key=key)
+
+    def corrupt(data):  # a byte of the first compressed cluster, just after the front
+        data[_qcow2.Layout(64 * MIB, 65536).data_start + 10] ^= 0x01
+    stored = s3_server.client().get_object(Bucket=bucket, Key=key)
+    good_body, meta = stored["Body"].read(), stored["Metadata"]
+    data = bytearray(good_body)
+    corrupt(data)
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=meta)
+    refused = module_runner("image_import", importing)
+    assert refused["failed"] and "s3://%s/%s" % (bucket, key) in refused["msg"], refused
+    listed = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert listed == [key], "nothing imported"
+    unchecked = module_runner("image_import", dict(importing, verify_digest=False), check_mode=True)
+    assert not unchecked.get("failed"), unchecked
+
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=good_body, Metadata=meta)
+    imported = module_runner("image_import", importing)
+    assert not imported.get("failed") and imported["changed"], imported
+    catalog = json.loads(s3_server.client().get_object(Bucket=bucket, Key="images/web01/catalog.json")["Body"].read())
+    assert [e["guest_sha256"] for e in catalog["images"]] == [independent(src)], catalog
