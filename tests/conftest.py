@@ -25,7 +25,9 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)
 from tests import leftovers  # noqa: E402
 from tests.harness import run_module  # noqa: E402
 from tests.peers import s3  # noqa: E402
-from tests.peers.moto import moto_server, moto_session  # noqa: E402,F401 - fixtures: one moto server for the whole run
+# Fixtures: one moto server for the whole run.
+from tests.peers.moto import moto_server, moto_session  # noqa: E402,F401  # pylint: disable=unused-import
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_tmpdir(tmp_path_factory):

@@ -11,7 +11,7 @@ class ModuleDocFragment:
 options:
   ibm_vpc:
     description:
-      - IBM Cloud VPC, with O(provider=ibm_vpc) (the source region) or O(target=ibm_vpc) (the region whose image library receives the images).
+      - IBM Cloud VPC, with O(ignore:provider=ibm_vpc) (the source region) or O(ignore:target=ibm_vpc) (the region whose image library receives the images).
     type: dict
     suboptions:
       api_key:

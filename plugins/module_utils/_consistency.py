@@ -253,7 +253,6 @@ def _frozen(snapshot, consistency, domain, name, mountpoints, freeze_timeout, ma
             report["frozen_seconds"] = round((guest.thawed_at or time.monotonic()) - guest.frozen_at, 3)
 
 
-
 def from_params(p, create, check_mode=False, warn=None, connection=None, exists=None):
     """Run ``create()`` as the snapshot module's consistency options ask; return ``(result, report)``.
 

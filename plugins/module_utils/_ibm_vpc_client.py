@@ -99,7 +99,7 @@ def _body(exc):
 
 def explain(exc):
     """``HTTP <status> <code>: <message> (trace <id>)`` from IBM's error shape ``{errors: [{code, message}], trace}``."""
-    body, _ = _body(exc)
+    body, _unused = _body(exc)
     errors = body.get("errors") or []
     first = errors[0] if errors and isinstance(errors[0], dict) else {}
     text = first.get("message") or body.get("errorMessage") or body.get("message") or getattr(exc, "message", None) or str(exc)

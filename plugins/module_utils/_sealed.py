@@ -136,7 +136,3 @@ def main(stdin=sys.stdin, stdout=sys.stdout):
     json.dump({"sealed": blob, "key": key}, stdout)
     stdout.write("\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

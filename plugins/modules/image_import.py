@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
+  - vmimage.replication.ibm_vpc
 options:
   key:
     description:

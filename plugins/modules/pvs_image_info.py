@@ -21,6 +21,7 @@ extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
   - vmimage.replication.catalog.info_module
+  - vmimage.replication.ibm_vpc
 options:
   target:
     description:

@@ -30,6 +30,7 @@ requirements:
 extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
+  - vmimage.replication.ibm_vpc
 options:
   target:
     description:

@@ -21,6 +21,7 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.provider
   - vmimage.replication.catalog.info_module
+  - vmimage.replication.ibm_vpc
 options:
   server:
     description:

@@ -27,6 +27,7 @@ requirements:
   - libvirt-python on the host that runs the task, for O(consistency=crash) and O(consistency=required)
 extends_documentation_fragment:
   - vmimage.replication.provider
+  - vmimage.replication.ibm_vpc
 options:
   volume:
     description:

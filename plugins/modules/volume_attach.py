@@ -21,6 +21,7 @@ author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
   - vmimage.replication.provider
+  - vmimage.replication.ibm_vpc
 options:
   snapshot:
     description:

@@ -281,7 +281,7 @@ class PowerVSEmulator:
         endpoint = self.cos_endpoints.get(body["region"])
         if endpoint is None:
             raise ValueError("unknown cloud object storage region %s" % body["region"])
-        bucket, _, folder = body["bucketName"].partition("/")
+        bucket, _unused, folder = body["bucketName"].partition("/")
         key = "%s/%s" % (folder, body["imageFilename"]) if folder else body["imageFilename"]
         client = ibm_boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=body.get("accessKey"), aws_secret_access_key=body.get("secretKey"),
                                   region_name=body["region"], config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))

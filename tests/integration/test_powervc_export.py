@@ -92,8 +92,8 @@ def test_no_password_on_any_command_line_while_exporting(host, module_runner):
     seen = []
 
     def watch():
-        for _ in range(30):
-            out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        for _unused in range(30):
+            out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
             seen.append(PASSWORD in out)
             if any(seen):
                 return

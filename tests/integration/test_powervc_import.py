@@ -115,7 +115,7 @@ def test_import_through_ansible_runner_with_sealed_credentials(bed):
     progress = [(e["counter"], (e["event_data"].get("res") or {}).get("progress") or {}) for e in run.events
                 if e.get("event") in ("runner_retry", "runner_on_ok") and (e.get("event_data") or {}).get("task") == "Import: progress of the job"]
     running = [p for c, p in progress if p.get("state") == "running"]
-    assert running and all(c < counters["playbook_on_stats"] for c, _ in progress), progress
+    assert running and all(c < counters["playbook_on_stats"] for c, _unused in progress), progress
     assert len({p.get("percent") for p in running}) >= 2 and all("message" in p for p in running)
     stats = _stats(run)["powervc_import"]
     image = next(iter(bed.ws.images.values()))

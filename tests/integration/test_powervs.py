@@ -123,7 +123,7 @@ def test_job_progress_throttling_and_token_expiry(bed):
     bed.emulator.handle = spy
     result = bed.target().import_image(bed.upload("20260301-100000"))
     assert result["changed"] and result["image"]["status"] == "active"
-    states = [s for s, _ in seen]
+    states = [s for s, _unused in seen]
     assert states[0] in ("queued", "running") and "running" in states and states[-1] == "completed"
     assert len({p for s, p in seen if s == "running"}) >= 2  # progress moved while it ran
     assert bed.emulator.issued >= 2  # the token was renewed during the wait
@@ -218,7 +218,7 @@ def test_emulator_follows_the_reference_shapes(bed):
     assert busy.status_code == 409
     job_url = "%s/jobs/%s" % (base, started.json()["id"])
     states = []
-    for _ in range(100):
+    for _unused in range(100):
         job = requests.get(job_url, headers=headers, timeout=10).json()
         states.append(job["status"]["state"])
         if job["status"]["state"] in ("completed", "failed"):

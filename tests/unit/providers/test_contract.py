@@ -89,17 +89,17 @@ def test_snapshot_create_list_restore_delete(peer):
 def test_attach_gives_a_device_with_the_snapshot_bytes(peer):
     adapter, name = _server(peer)
     volume = adapter.server_info(name)["boot_volume"]["id"]
-    snap, _ = adapter.snapshot_create(volume, server=name)
+    snap, _unused = adapter.snapshot_create(volume, server=name)
     peer.write_volume(name, _data(3))  # the device holds the snapshot's bytes, not the volume's of now
 
-    attachment, _ = adapter.volume_attach(snap["name"], peer.host)
+    attachment, _unused = adapter.volume_attach(snap["name"], peer.host)
     try:
         assert ATTACH_KEYS <= set(attachment) and attachment["snapshot"] == snap["name"]
         assert peer.read_device(attachment["device"], 2 * MIB) == _data(1)
         again, changed = adapter.volume_attach(snap["name"], peer.host)
         assert changed is False and again["device"] == attachment["device"]
     finally:
-        detached, _ = adapter.volume_detach(attachment)
+        detached, _unused = adapter.volume_detach(attachment)
     assert detached["device"] is None
     assert adapter.volume_detach(attachment)[1] is False
     # a detach with only the snapshot and host (a run that failed before it had an attachment) finds nothing left either
@@ -108,7 +108,7 @@ def test_attach_gives_a_device_with_the_snapshot_bytes(peer):
 
 
 def test_attach_of_an_unknown_snapshot_fails_naming_it(peer):
-    adapter, _ = _server(peer)
+    adapter, _unused = _server(peer)
     with pytest.raises(ReplicationError) as info:
         adapter.volume_attach("web01-19990101-000000", peer.host)
     assert "web01-19990101-000000" in info.value.msg and info.value.msg.startswith("Failed to ")
@@ -127,7 +127,7 @@ def test_fingerprint_follows_the_volume_when_the_provider_has_one(peer):
     adapter, name = _server(peer)
     volume = adapter.server_info(name)["boot_volume"]["id"]
     first = adapter.volume_fingerprint(volume)
-    snap, _ = adapter.snapshot_create(volume, server=name)
+    snap, _unused = adapter.snapshot_create(volume, server=name)
     if first is None:
         pytest.skip("provider %s cannot fingerprint a volume" % peer.provider)
     assert snap["fingerprint"] == first == adapter.volume_fingerprint(volume)

@@ -16,7 +16,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 
 def test_snapshot_dir_is_required_by_the_adapter_and_named(tmp_path):
     adapter = _providers.source({"provider": "local", "snapshot_dir": None})
-    for call in (lambda: adapter.snapshot_create(str(tmp_path / "x.img")), lambda: adapter.snapshot_list(),
+    for call in (lambda: adapter.snapshot_create(str(tmp_path / "x.img")), adapter.snapshot_list,
                  lambda: adapter.snapshot_delete("x"), lambda: adapter.volume_attach("x", None)):
         with pytest.raises(ReplicationError) as info:
             call()

@@ -123,7 +123,7 @@ def test_freeze_snapshot_thaw_reports_and_copies_the_bytes(guest, tmp_path):
 
 
 def test_freeze_of_one_mountpoint(guest, tmp_path):
-    _, report = _consistency.consistent(_copier(guest, tmp_path / "s"), "crash", domain=guest, mountpoints=["/boot"])
+    _unused, report = _consistency.consistent(_copier(guest, tmp_path / "s"), "crash", domain=guest, mountpoints=["/boot"])
     assert report["frozen_filesystems"] == ["/boot"] and report["frozen_count"] == 1
     assert guest.calls == [("freeze", ["/boot"]), ("thaw", ["/boot"])] and thawed(guest.real)
 
@@ -238,7 +238,7 @@ def test_hooks_run_without_a_shell_and_are_bounded(guest, tmp_path):
 def test_thaw_is_retried_and_a_thaw_that_keeps_failing_says_what_to_do(guest, tmp_path, monkeypatch):
     monkeypatch.setattr(_consistency, "THAW_ATTEMPTS", 3)
     guest.thaw_failures = 2
-    _, report = _consistency.consistent(_copier(guest, tmp_path / "s"), "required", domain=guest, thaw_retry_delay=0.01)
+    _unused, report = _consistency.consistent(_copier(guest, tmp_path / "s"), "required", domain=guest, thaw_retry_delay=0.01)
     assert guest.count("thaw") == 3 and report["state"] == "frozen" and thawed(guest.real)
     guest.calls.clear()
     guest.thaw_failures = 10
@@ -256,7 +256,7 @@ def test_guest_without_agent_required_fails_crash_warns(guest, tmp_path):
     assert guest.count("thaw") == 0
     warnings = []
     dest = tmp_path / "snap.img"
-    _, report = _consistency.consistent(_copier(guest, dest), "crash", domain=guest, warn=warnings.append)
+    _unused, report = _consistency.consistent(_copier(guest, dest), "crash", domain=guest, warn=warnings.append)
     assert report["state"] == "unfrozen" and _sha(dest) == _sha(guest.disk)
     assert len(warnings) == 1 and "crash-consistent only" in warnings[0]
 
@@ -269,10 +269,10 @@ def test_bad_mountpoint_fails_in_every_mode(guest):
 
 
 def test_stopped_guest_needs_no_freeze_and_none_touches_nothing(guest, tmp_path):
-    _, report = _consistency.consistent(_copier(guest, tmp_path / "a"), "none", domain=guest)
+    _unused, report = _consistency.consistent(_copier(guest, tmp_path / "a"), "none", domain=guest)
     assert report["state"] == "none" and guest.calls == []
     guest.real.destroy()
-    _, report = _consistency.consistent(_copier(guest, tmp_path / "b"), "required", domain=guest)
+    _unused, report = _consistency.consistent(_copier(guest, tmp_path / "b"), "required", domain=guest)
     assert report["state"] == "shutoff" and guest.calls == []
 
 

@@ -142,7 +142,7 @@ def test_a_token_that_expires_mid_run_is_renewed(iam_http):
     import time
 
     adapter = _source(iam_http)
-    for _ in range(2):
+    for _unused in range(2):
         with pytest.raises(ReplicationError) as info:
             adapter.server_info("web01")
         assert "HTTP 404" in info.value.msg  # not 401: the token was accepted

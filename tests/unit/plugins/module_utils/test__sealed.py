@@ -76,7 +76,7 @@ def test_cli_seals_stdin_and_never_takes_secrets_in_argv(tmp_path):
                           env=env, check=True)
     answer = json.loads(done.stdout)
     assert _sealed.unseal(answer["sealed"], answer["key"]) == COS
-    bad = subprocess.run([sys.executable, os.path.join(ROOT, "extensions", "seal.py")], input="{not json", capture_output=True, text=True, env=env)
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "extensions", "seal.py")], input="{not json", capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2 and "stdin is not JSON" in bad.stderr
 
 
