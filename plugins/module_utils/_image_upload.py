@@ -65,7 +65,8 @@ def plan(client, bucket, key, fingerprint, identity, force):
 
 def _result(key, virtual_size, **values):
     result = dict(key=key, format="qcow2", virtual_size=virtual_size, size=None, compression_ratio=None, sha256=None, etag=None, metadata={},
-                  parts=0, resumed_parts=0, uploaded_bytes=0, read_bytes=0, seconds=0.0, bytes_per_second=0, verified="none", changed=False)
+                  parts=0, resumed_parts=0, uploaded_bytes=0, read_bytes=0, seconds=0.0, bytes_per_second=0, verified="none", changed=False,
+                  guest_sha256=None)
     result.update(values)
     return result
 
@@ -83,7 +84,7 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
             meta = existing["metadata"]
             return _result(key, virtual_size, size=existing["size"], sha256=meta["sha256"], etag=existing["etag"], metadata=meta,
                            compression_ratio=round(virtual_size / float(existing["size"]), 2) if existing["size"] else None,
-                           compressor=library)
+                           compressor=library, guest_sha256=meta.get(_digest.METADATA_KEY))
         metadata = _cos.object_metadata(params["metadata"], "")
         del metadata["sha256"]  # known at the end; an incomplete upload must not claim one
         metadata.update({"format": "qcow2", "virtual-size": str(virtual_size), "conversion": identity,

@@ -196,6 +196,14 @@ sha256:
   returned: always
   type: str
   sample: 3846fe94a2fad463ad0c961e055ad0a2252442fe9ef577f54890fc068f02adcd
+guest_sha256:
+  description:
+    - The guest digest C(vmimage-guest-v1) of the disk (defined in C(docs/data-path.md)), also stored on the object as
+      C(guest-sha256) metadata; M(vmimage.replication.image_verify) and M(vmimage.replication.image_import) recompute it
+      from the stored object. None in check mode, and for an up-to-date object that records none.
+  returned: always
+  type: str
+  sample: 9b2c6f0d2f4a1c3e5b7d9f1a3c5e7b9d1f3a5c7e9b1d3f5a7c9e1b3d5f7a9c1e
 etag:
   description: ETag of the object.
   returned: always

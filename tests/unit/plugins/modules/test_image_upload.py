@@ -18,7 +18,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _
 
 MIB = 1024 * 1024
 RETURN_KEYS = {"bucket", "key", "endpoint", "format", "virtual_size", "size", "compression_ratio", "sha256", "etag", "metadata", "parts",
-               "resumed_parts", "uploaded_bytes", "read_bytes", "seconds", "bytes_per_second", "verified", "compressor", "changed"}
+               "resumed_parts", "uploaded_bytes", "read_bytes", "seconds", "bytes_per_second", "verified", "compressor", "changed", "guest_sha256"}
 
 
 def disk(tmp_path, name="src.img", noisy_mib=0, seed=b"s"):
