@@ -12,7 +12,7 @@ version_added: 0.2.0
 description:
   - Reads the QCOW2 image stored at O(bucket)/O(key) by ranged GETs, follows its L1 and L2 tables,
     inflates every stored cluster and recomputes the guest digest C(vmimage-guest-v1) (defined in
-    C(docs/data-path.md)): a digest of the disk's content, not of the container bytes.
+    C(docs/data-path.md)), a digest of the disk content, not of the container bytes.
   - Fails, naming the object, when the digest differs from O(guest_sha256) or, when that is not
     given, from the C(guest-sha256) the object records (set by M(vmimage.replication.image_upload)).
   - Reads only the image's stored bytes; nothing is written locally.
