@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import re
 import threading
 import time
@@ -41,7 +44,9 @@ class ApiError(Exception):
 
 
 class VpcEmulator:
-    def __init__(self, api_key, regions=("us-south", "eu-de"), token_seconds=3600, delay=0.2):
+    def __init__(self, api_key, regions=("us-south", "eu-de"), token_seconds=3600, delay=0.2, data_dir=None, by_id_dir=None):
+        self.data_dir, self.by_id_dir = data_dir, by_id_dir  # volume files; virtio-<serial> links of attachments
+        self.attachments = {}  # attachment id -> (region, instance id, record, loop device or None)
         self.api_key, self.regions, self.token_seconds, self.delay = api_key, list(regions), token_seconds, delay
         self.lock = threading.RLock()
         self.volumes, self.snapshots = {}, {}  # id -> (region, record, ready_at)
@@ -69,6 +74,8 @@ class VpcEmulator:
         return self
 
     def stop(self):
+        for aid in list(self.attachments):
+            self._unexpose(aid)
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -100,6 +107,52 @@ class VpcEmulator:
         with self.lock:
             self.volumes[vid] = (region, rec, 0)
         return rec
+
+    def _file(self, rid):
+        return os.path.join(self.data_dir, rid + ".img")
+
+    def write_volume(self, vid, data):
+        """Give a seeded volume bytes (a real file in data_dir, sized to its capacity in MiB for the tests)."""
+        with open(self._file(vid), "wb") as handle:
+            handle.write(data)
+            handle.truncate(max(len(data), 1 << 20))
+
+    def attach(self, region, instance_id, volume_id, name=None):
+        """Attach a volume to an instance: a loop device on its file and a virtio-<serial> link under by_id_dir.
+
+        The virtio serial a VPC guest sees is the first 20 characters of the volume attachment id
+        (IBM Cloud docs, "Attaching block storage volumes": /dev/disk/by-id/virtio-<first 20 chars of the attachment id>).
+        """
+        aid = "0717-" + str(uuid.uuid4())
+        vol = self.volumes[volume_id][1]
+        rec = {"id": aid, "name": name or "attachment-" + aid[-8:], "href": self.service_url(region) +
+               "/instances/%s/volume_attachments/%s" % (instance_id, aid), "bandwidth": 393, "created_at": _now(),
+               "delete_volume_on_instance_delete": False, "status": "attaching", "type": "data",
+               "device": {"id": aid[:20]}, "volume": {"id": vol["id"], "crn": vol["crn"], "href": vol["href"], "name": vol["name"]}}
+        loop = None
+        if self.by_id_dir and self.data_dir and os.path.exists(self._file(volume_id)):
+            loop = subprocess.run(["losetup", "--find", "--show", self._file(volume_id)], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+            os.symlink(loop, os.path.join(self.by_id_dir, "virtio-" + aid[:20]))
+        rec["status"] = "attached"
+        vol["attachment_state"], vol["active"] = "attached", True
+        self.attachments[aid] = (region, instance_id, rec, loop)
+        return rec
+
+    def _unexpose(self, aid):
+        region, instance_id, rec, loop = self.attachments.pop(aid)
+        if loop:
+            link = os.path.join(self.by_id_dir, "virtio-" + aid[:20])
+            if os.path.lexists(link):
+                os.unlink(link)
+            subprocess.run(["losetup", "-d", loop], check=False)
+        vol = self.volumes.get(rec["volume"]["id"])
+        if vol:
+            vol[1]["attachment_state"], vol[1]["active"] = "unattached", False
+
+    def detach(self, aid):
+        with self.lock:
+            self._unexpose(aid)
 
     # -- helpers -------------------------------------------------------------------
     def _crn(self, region, kind, rid):
@@ -213,6 +266,8 @@ class VpcEmulator:
                "snapshot_consistency_group": None, "progress": 0, "software_attachments": [],
                "storage_generation": 1}
         rec = {k: val for k, val in rec.items() if val is not None}
+        if self.data_dir and os.path.exists(self._file(v["id"])):
+            shutil.copyfile(self._file(v["id"]), self._file(sid))
         self.snapshots[sid] = (region, rec, time.monotonic() + self.delay)
         return rec
 

@@ -92,3 +92,28 @@ def test_429_retry_after_honoured(emu):
     emu.inject("GET", r"/volumes$", 503, count=5)
     with pytest.raises(RetryError):  # the SDK's retries spent on 503
         vpc.list_volumes()
+
+
+def test_snapshot_copies_bytes_and_attachment_is_a_real_block_device(tmp_path):
+    data, by_id = tmp_path / "data", tmp_path / "by-id"
+    data.mkdir()
+    by_id.mkdir()
+    server = start(KEY, delay=0.0, data_dir=str(data), by_id_dir=str(by_id))
+    try:
+        vol = server.seed_volume("us-south", "boot")
+        server.write_volume(vol["id"], b"before" * 100)
+        snap = _client(server).create_snapshot({"source_volume": {"id": vol["id"]}}).get_result()
+        server.write_volume(vol["id"], b"after!" * 100)
+        copy = server.seed_volume("us-south", "from-snap")
+        import shutil
+        shutil.copyfile(str(data / (snap["id"] + ".img")), str(data / (copy["id"] + ".img")))
+        att = server.attach("us-south", "inst-1", copy["id"])
+        link = by_id / ("virtio-" + att["id"][:20])
+        with open(str(link), "rb") as dev:
+            assert dev.read(600) == b"before" * 100
+        server.detach(att["id"])
+        assert not link.exists()
+        att = server.attach("us-south", "inst-1", copy["id"])
+    finally:
+        server.stop()
+    assert list(by_id.iterdir()) == []
