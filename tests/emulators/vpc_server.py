@@ -128,7 +128,8 @@ class VpcEmulator:
         rec = {"id": aid, "name": name or "attachment-" + aid[-8:], "href": self.service_url(region) +
                "/instances/%s/volume_attachments/%s" % (instance_id, aid), "bandwidth": 393, "created_at": _now(),
                "delete_volume_on_instance_delete": False, "status": "attaching", "type": "data",
-               "device": {"id": aid[:20]}, "volume": {"id": vol["id"], "crn": vol["crn"], "href": vol["href"], "name": vol["name"]}}
+               "device": {"id": aid[:20]}, "volume": {"id": vol["id"], "crn": vol["crn"], "href": vol["href"], "name": vol["name"],
+                                                  "resource_type": "volume"}}
         loop = None
         if self.by_id_dir and self.data_dir and os.path.exists(self._file(volume_id)):
             loop = subprocess.run(["losetup", "--find", "--show", self._file(volume_id)], check=True,
@@ -237,6 +238,8 @@ class VpcEmulator:
                 if method == "DELETE":
                     del self.snapshots[parts[1]]
                     return 204, None
+            if len(parts) >= 3 and parts[0] == "instances" and parts[2] == "volume_attachments":
+                return self._attachment_route(method, region, parts, body or {})
             if parts == ["volumes"] and method == "GET":
                 return 200, self._page(region, "volumes", [r for (g, r, t) in self.volumes.values() if g == region], query)
             if len(parts) == 2 and parts[0] == "volumes" and method == "GET":
@@ -245,6 +248,39 @@ class VpcEmulator:
                     raise ApiError(404, "volume_not_found", "Volume not found")
                 return 200, found[1]
         raise ApiError(404, "not_found", "The requested resource %s %s was not found" % (method, path))
+
+    def _attachment_route(self, method, region, parts, body):
+        instance_id = parts[1]
+        if method == "POST" and len(parts) == 3:
+            volume = body.get("volume") or {}
+            if "id" in volume:
+                if volume["id"] not in self.volumes:
+                    raise ApiError(404, "volume_not_found", "Volume %s not found" % volume["id"])
+                if self.volumes[volume["id"]][1]["attachment_state"] == "attached":
+                    raise ApiError(409, "volume_in_use", "Volume %s is attached already" % volume["id"])
+                vid = volume["id"]
+            else:
+                snap = self.snapshots.get((volume.get("source_snapshot") or {}).get("id"))
+                if not snap or snap[0] != region:
+                    raise ApiError(404, "snapshot_not_found", "Source snapshot not found")
+                vid = self.seed_volume(region, volume.get("name") or "volume-" + uuid.uuid4().hex[:8],
+                                       volume.get("capacity") or snap[1]["minimum_capacity"])["id"]
+                if self.data_dir and os.path.exists(self._file(snap[1]["id"])):
+                    shutil.copyfile(self._file(snap[1]["id"]), self._file(vid))
+            rec = self.attach(region, instance_id, vid, body.get("name"))
+            rec["delete_volume_on_instance_delete"] = bool(body.get("delete_volume_on_instance_delete"))
+            return 201, rec
+        found = self.attachments.get(parts[3]) if len(parts) == 4 else None
+        if method == "GET" and len(parts) == 3:
+            return 200, {"volume_attachments": [a[2] for a in self.attachments.values() if a[1] == instance_id]}
+        if not found or found[1] != instance_id:
+            raise ApiError(404, "volume_attachment_not_found", "Volume attachment not found")
+        if method == "GET":
+            return 200, found[2]
+        if method == "DELETE":
+            self._unexpose(parts[3])
+            return 202, None
+        raise ApiError(405, "method_not_allowed", "Method not allowed")
 
     def _create_snapshot(self, region, body):
         source = (body.get("source_volume") or {}).get("id")

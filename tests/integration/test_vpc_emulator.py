@@ -117,3 +117,26 @@ def test_snapshot_copies_bytes_and_attachment_is_a_real_block_device(tmp_path):
     finally:
         server.stop()
     assert list(by_id.iterdir()) == []
+
+
+def test_attach_volume_from_snapshot_over_the_api(tmp_path):
+    from ibm_vpc.vpc_v1 import VolumeAttachment
+    data, by_id = tmp_path / "data", tmp_path / "by-id"
+    data.mkdir()
+    by_id.mkdir()
+    server = start(KEY, delay=0.0, data_dir=str(data), by_id_dir=str(by_id))
+    try:
+        vpc = _client(server)
+        vol = server.seed_volume("us-south", "boot")
+        server.write_volume(vol["id"], b"disk" * 256)
+        snap = vpc.create_snapshot({"source_volume": {"id": vol["id"]}}).get_result()
+        att = vpc.create_instance_volume_attachment("inst-1", {"profile": {"name": "general-purpose"}, "source_snapshot": {"id": snap["id"]}},
+                                                    delete_volume_on_instance_delete=True).get_result()
+        VolumeAttachment.from_dict(att)
+        VolumeAttachment.from_dict(vpc.get_instance_volume_attachment("inst-1", att["id"]).get_result())
+        with open(str(by_id / ("virtio-" + att["id"][:20])), "rb") as dev:
+            assert dev.read(1024) == b"disk" * 256
+        vpc.delete_instance_volume_attachment("inst-1", att["id"])
+        assert list(by_id.iterdir()) == []
+    finally:
+        server.stop()
