@@ -94,11 +94,15 @@ def test_429_retry_after_honoured(emu):
         vpc.list_volumes()
 
 
-def test_snapshot_copies_bytes_and_attachment_is_a_real_block_device(tmp_path):
+def _disk_emulator(tmp_path):
     data, by_id = tmp_path / "data", tmp_path / "by-id"
     data.mkdir()
     by_id.mkdir()
-    server = start(KEY, delay=0.0, data_dir=str(data), by_id_dir=str(by_id))
+    return start(KEY, delay=0.0, data_dir=str(data), by_id_dir=str(by_id)), data, by_id
+
+
+def test_snapshot_copies_bytes_and_attachment_is_a_real_block_device(tmp_path):
+    server, data, by_id = _disk_emulator(tmp_path)
     try:
         vol = server.seed_volume("us-south", "boot")
         server.write_volume(vol["id"], b"before" * 100)
@@ -121,10 +125,7 @@ def test_snapshot_copies_bytes_and_attachment_is_a_real_block_device(tmp_path):
 
 def test_attach_volume_from_snapshot_over_the_api(tmp_path):
     from ibm_vpc.vpc_v1 import VolumeAttachment
-    data, by_id = tmp_path / "data", tmp_path / "by-id"
-    data.mkdir()
-    by_id.mkdir()
-    server = start(KEY, delay=0.0, data_dir=str(data), by_id_dir=str(by_id))
+    server, data, by_id = _disk_emulator(tmp_path)
     try:
         vpc = _client(server)
         vol = server.seed_volume("us-south", "boot")
