@@ -65,7 +65,7 @@ options:
         type: str
       cos_region:
         description:
-          - Target only - region of the bucket in the image's C(cos://<region>/<bucket>/<key>) address; default O(cos.region), then O(ibm_vpc.region).
+          - Target only - region of the bucket in the image's C(cos://<region>/<bucket>/<key>) address; default O(ignore:cos.region), then O(ibm_vpc.region).
         type: str
 requirements:
   - ibm-vpc

@@ -225,7 +225,7 @@ def verify_object(client, bucket, key, expected=None):
         raise ReplicationError("Failed to verify %s: it is not a QCOW2 image that reads back whole (%s); the object is corrupt, "
                                "upload it again" % (name, exc), bucket=bucket, key=key) from None
     except Exception as exc:  # zstandard.ZstdError and friends: a corrupt compressed cluster
-        if type(exc).__module__.split(".")[0] != "zstandard":
+        if type(exc).__module__.split(".", maxsplit=1)[0] != "zstandard":
             raise
         raise ReplicationError("Failed to verify %s: a compressed cluster does not inflate (%s); the object is corrupt, upload it again"
                                % (name, exc), bucket=bucket, key=key) from None

@@ -107,7 +107,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._module import
 OPTIONS = dict(
     server=dict(type="str", required=True),
     dir=dict(type="path", required=True),
-    token=dict(type="str"),
+    token=dict(type="str", no_log=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     wait=dict(type="float", default=0.0),
     stale_after=dict(type="float", default=900.0),

@@ -125,11 +125,11 @@ class VpcEmulator:
         """
         aid = "0717-" + str(uuid.uuid4())
         vol = self.volumes[volume_id][1]
-        rec = {"id": aid, "name": name or "attachment-" + aid[-8:], "href": self.service_url(region) +
-               "/instances/%s/volume_attachments/%s" % (instance_id, aid), "bandwidth": 393, "created_at": _now(),
+        href = self.service_url(region) + "/instances/%s/volume_attachments/%s" % (instance_id, aid)
+        rec = {"id": aid, "name": name or "attachment-" + aid[-8:], "href": href, "bandwidth": 393, "created_at": _now(),
                "delete_volume_on_instance_delete": False, "status": "attaching", "type": "data",
-               "device": {"id": aid[:20]}, "volume": {"id": vol["id"], "crn": vol["crn"], "href": vol["href"], "name": vol["name"],
-                                                  "resource_type": "volume"}}
+               "device": {"id": aid[:20]},
+               "volume": {"id": vol["id"], "crn": vol["crn"], "href": vol["href"], "name": vol["name"], "resource_type": "volume"}}
         loop = None
         if self.by_id_dir and self.data_dir and os.path.exists(self._file(volume_id)):
             loop = subprocess.run(["losetup", "--find", "--show", self._file(volume_id)], check=True,

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.integration.replication import PLAYBOOK, summary
-from tests.integration.test_run_lock import SERVER, gated, lock_disk, sites, wait_for  # noqa: F401 - fixtures
+from tests.integration.test_run_lock import SERVER, gated, lock_disk, sites, wait_for  # noqa: F401  # pylint: disable=unused-import
 from tests.peers.runner import COLLECTIONS, ROOT, VENV_BIN
 
 ABANDON_AFTER = 3
@@ -68,8 +68,10 @@ def stage_processes(marker):
     return found
 
 
-@pytest.mark.parametrize("s3_server, data_path", [pytest.param("rclone", "stream", id="rclone-stream"),
-                                                   pytest.param("seaweedfs", "staged", id="seaweedfs-staged")], indirect=["s3_server"])
+CASES = [pytest.param("rclone", "stream", id="rclone-stream"), pytest.param("seaweedfs", "staged", id="seaweedfs-staged")]
+
+
+@pytest.mark.parametrize("s3_server, data_path", CASES, indirect=["s3_server"])
 def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, gated, lock_disk, data_path):
     site, _second = sites(tmp_path, s3_server, gated, lock_disk, replication_abandon_after=ABANDON_AFTER, replication_data_path=data_path)
     proc, log = controller(site)

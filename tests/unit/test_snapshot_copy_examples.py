@@ -25,7 +25,9 @@ def read(*parts):
 
 
 def test_cronjob_example_is_valid_kubernetes():
-    documents = list(yaml.safe_load_all(read("examples", "kubernetes", "cronjob.yml")))
+    listing = yaml.safe_load(read("examples", "kubernetes", "cronjob.yml"))
+    assert listing["kind"] == "List"
+    documents = listing["items"]
     assert [d["kind"] for d in documents] == ["ServiceAccount", "ConfigMap", "CronJob"]
     for document in documents:
         kubernetes_validate.validate(document, "1.30", strict=True)
@@ -36,7 +38,7 @@ def test_cronjob_example_is_valid_kubernetes():
 
 
 def test_every_configmap_variable_is_read_by_the_playbook_and_the_switch_is_one_name():
-    config = list(yaml.safe_load_all(read("examples", "kubernetes", "cronjob.yml")))[1]["data"]
+    config = yaml.safe_load(read("examples", "kubernetes", "cronjob.yml"))["items"][1]["data"]
     playbook = read("playbooks", "copy_snapshots.yml")
     read_by_playbook = set(re.findall(r"lookup\('ansible.builtin.env', '([A-Z_]+)'\)", playbook))
     assert set(config) <= read_by_playbook, set(config) - read_by_playbook

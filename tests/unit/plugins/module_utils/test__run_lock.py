@@ -31,7 +31,7 @@ def test_first_run_takes_the_lock_and_records_itself(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     # The same token again: no change, heartbeat touched.
     _age(path, 100)
-    changed, _ = _run_lock.acquire(str(tmp_path / "work"), "web01", "tok-a")
+    changed, _unused = _run_lock.acquire(str(tmp_path / "work"), "web01", "tok-a")
     assert not changed and _run_lock.read(str(path))["age"] < 5
 
 

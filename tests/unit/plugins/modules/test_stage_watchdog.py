@@ -10,7 +10,7 @@ import time
 
 from tests.harness import final_result, spawn_module
 from tests.unit.plugins.modules.test_cos_upload import pending
-from tests.unit.plugins.modules.test_image_upload import args, disk, work_dir  # noqa: F401 - fixture
+from tests.unit.plugins.modules.test_image_upload import args, disk, work_dir  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos
 
 
