@@ -279,24 +279,38 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
     return _result(manifest, image, previous, pruned, changed, orphaned)
 
 
-def remove_image(catalog, name, force=False, check_mode=False):
-    """Remove image ``name`` (``<server>-latest`` means the latest) and its object; the latest only with ``force``."""
-    manifest = catalog.load()
-    if name == _naming.latest_name(catalog.server):
+def plan_remove(manifest, name, server, force=False, promote=True, candidates=None):
+    """Drop image ``name`` (``<server>-latest`` means the latest) from ``manifest`` in place; ``(entry, previous latest)``.
+
+    ``entry`` is None when there is no such image. The latest goes only with ``force``; then the newest image left
+    becomes the latest (``promote``), or none (a library where the latest is an image of its own name).
+    ``candidates`` (default: the manifest's images) is where ``name`` is looked up: also images not in use yet.
+    The one removal rule for every target, as ``plan_import`` is the one rotation rule.
+    """
+    if name == _naming.latest_name(server):
         name = manifest["latest"]
-    entry = _by_name(manifest, name) if name else None
+    entry = _by_name({"images": manifest["images"] if candidates is None else candidates}, name) if name else None
     if entry is None:
-        return _result(manifest, None, None, [], False)
+        return None, None
     previous = None
     if manifest["latest"] == entry["name"]:
         if not force:
             raise ReplicationError("Failed to remove image %s: it is the latest image of server %s; set force=true to remove it anyway"
-                                   % (entry["name"], catalog.server), name=entry["name"])
+                                   % (entry["name"], server), name=entry["name"])
         previous = entry
     manifest["images"] = [e for e in manifest["images"] if e is not entry]
     if previous is not None:
         rest = _sorted(manifest["images"])
-        manifest["latest"] = rest[-1]["name"] if rest else None
+        manifest["latest"] = rest[-1]["name"] if rest and promote else None
+    return entry, previous
+
+
+def remove_image(catalog, name, force=False, check_mode=False):
+    """Remove image ``name`` (``<server>-latest`` means the latest) and its object; the latest only with ``force``."""
+    manifest = catalog.load()
+    entry, previous = plan_remove(manifest, name, catalog.server, force)
+    if entry is None:
+        return _result(manifest, None, None, [], False)
     orphaned = []
     if not check_mode:
         catalog.save(manifest)  # first, as in import_image

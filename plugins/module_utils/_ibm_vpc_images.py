@@ -193,18 +193,10 @@ class Target(_providers.Target):
     def remove_image(self, name, force=False, check_mode=False):
         entries = self.entries(self._record(self._open("remove image")))
         manifest = self._manifest(entries)
-        if name == _naming.latest_name(self.server):
-            name = manifest["latest"]
-        entry = next((e for e in entries if e["name"] == name), None) if name else None
+        # The latest is the image named <server>-latest: removing it leaves none until the next import.
+        entry, previous = _catalog.plan_remove(manifest, name, self.server, force, promote=False, candidates=entries)
         if entry is None:
             return self._result(manifest, entries, None, None, [], False)
-        previous = None
-        if manifest["latest"] == entry["name"]:
-            if not force:
-                raise ReplicationError("Failed to remove image %s: it is the latest image of %s; set force=true to remove it anyway" % (name, self.server))
-            previous = entry
-        manifest["images"] = [e for e in manifest["images"] if e is not entry]
-        manifest["latest"] = None if previous is not None else manifest["latest"]
         orphaned = [] if check_mode else self._delete([entry])
         return self._result(manifest, entries, entry, previous, [], True, orphaned)
 

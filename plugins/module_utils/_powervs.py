@@ -171,18 +171,9 @@ class Target(_providers.Target):
     def remove_image(self, name, force=False, check_mode=False):
         entries = self._entries()
         manifest = self._manifest(entries)
-        if name == _naming.latest_name(self.server):
-            name = manifest["latest"]
-        entry = next((e for e in entries if e["name"] == name), None) if name else None
+        entry, previous = _catalog.plan_remove(manifest, name, self.server, force, candidates=entries)
         if entry is None:
             return self._result(manifest, entries, None, None, [], False)
-        previous = None
-        if manifest["latest"] == entry["name"]:
-            if not force:
-                raise ReplicationError("Failed to remove image %s: it is the latest image of %s; set force=true to remove it anyway" % (name, self.server))
-            previous = entry
-        manifest["images"] = [e for e in manifest["images"] if e is not entry]
-        manifest["latest"] = manifest["images"][-1]["name"] if manifest["images"] else None
         orphaned = [] if check_mode else self._delete([entry])
         return self._result(manifest, entries, entry, previous, [], True, orphaned)
 
