@@ -62,4 +62,16 @@ options:
         description:
           - CA bundle to verify the endpoint's certificate with.
         type: path
+      sealed:
+        description:
+          - Credentials sealed with AES-256-GCM by the collection's sealing function or CLI (C(extensions/seal.py)),
+            opened with O(cos.seal_key) in the module process on the host that uses them. Never logged.
+          - The blob holds the cos dict (or V({cos: {...}})); its values take the place of O(cos.access_key_id),
+            O(cos.secret_access_key), O(cos.api_key) and the other suboptions. A changed or cut blob fails clearly.
+        type: str
+      seal_key:
+        description:
+          - Key that opens O(cos.sealed), read on the controller from E(VMIMAGE_SEAL_KEY)
+            with C(lookup('ansible.builtin.env', 'VMIMAGE_SEAL_KEY')). Never logged.
+        type: str
 """

@@ -14,7 +14,7 @@ import copy
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
-from ansible_collections.vmimage.replication.plugins.module_utils import _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers, _sealed
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
 
 COS_OPTIONS = dict(
@@ -28,6 +28,9 @@ COS_OPTIONS = dict(
     iam_endpoint=dict(type="str", default="https://iam.cloud.ibm.com/identity/token"),
     validate_certs=dict(type="bool", default=True),
     ca_bundle=dict(type="path"),
+    # Credentials sealed by _sealed.seal(), opened in the module process (ReplicationModule) with seal_key.
+    sealed=dict(type="str", no_log=True),
+    seal_key=dict(type="str", no_log=True),
 )
 
 COS_SPEC = dict(
@@ -35,8 +38,8 @@ COS_SPEC = dict(
         type="dict",
         required=True,
         options=COS_OPTIONS,
-        required_together=[("access_key_id", "secret_access_key")],
-        required_one_of=[("access_key_id", "api_key")],
+        required_together=[("access_key_id", "secret_access_key"), ("sealed", "seal_key")],
+        required_one_of=[("access_key_id", "api_key", "sealed")],
         mutually_exclusive=[("access_key_id", "api_key")],
     ),
 )
@@ -84,6 +87,20 @@ class ReplicationModule:
     def __init__(self, own_spec, groups=(), action="complete the task", **kwargs):
         self.action = action  # "convert disk", "take snapshot": the verb of unexpected failure messages
         self.ansible = AnsibleModule(argument_spec=argument_spec(own_spec, *groups), supports_check_mode=True, **kwargs)
+        if "cos" in groups:
+            self._open_sealed_cos()
+
+    def _open_sealed_cos(self):
+        """Open ``cos.sealed`` here, on the host that uses the credentials; its secrets join the values never shown."""
+        cos = self.ansible.params.get("cos")
+        if not cos or not cos.get("sealed"):
+            return
+        try:
+            opened = _sealed.open_cos(cos)
+        except ReplicationError as exc:  # a changed, cut or foreign blob, or no pycryptodome
+            self.ansible.fail_json(msg=exc.msg)
+        self.ansible.no_log_values.update(str(opened[name]) for name in ("secret_access_key", "api_key") if opened.get(name))
+        self.ansible.params["cos"] = opened
 
     @property
     def params(self):

@@ -10,7 +10,9 @@ A management application seals the object storage credentials before it starts a
     scrub(private_data_dir, key)   # ansible-runner copies its environment into artifacts/<id>/command
 
 The blob travels in the extra vars, the key only in the environment (never argv, never a file that stays);
-the playbook opens the blob with the filter ``vmimage.replication.unseal`` where the credentials are used.
+the blob is opened only where the credentials are used: a module on another host gets ``cos: {endpoint, sealed, seal_key}``
+(``seal_key`` is no_log and travels inside the module payload) and opens it in its own process (``open_cos``); the
+controller opens it with the filter ``vmimage.replication.unseal``.
 Authenticated encryption: a blob that was changed, cut short or sealed with another key fails with a clear
 error instead of giving wrong credentials. The blob is ``vmis1.<base64url(nonce 12 | ciphertext | tag 16)>``,
 the key ``base64url`` of 32 random bytes; the associated data binds the format version.
@@ -101,6 +103,23 @@ def unseal(blob, key):
         raise ReplicationError("Failed to unseal credentials: the sealed blob does not verify - it was changed or cut short, or it was sealed "
                                "with another key; seal the credentials again for this run") from None
     return json.loads(plain.decode("utf-8"))
+
+
+def open_cos(cos):
+    """``cos`` with its ``sealed`` blob opened with its ``seal_key``, in the process that uses the credentials.
+
+    The blob holds the cos dict, or ``{"cos": {...}, ...}``; its values win over the plain ones (endpoint, region).
+    ``cos`` unchanged when it has no ``sealed`` blob.
+    """
+    if not cos or not cos.get("sealed"):
+        return cos
+    data = unseal(cos["sealed"], cos.get("seal_key"))
+    inner = data.get("cos", data) if isinstance(data, dict) else None
+    if not isinstance(inner, dict):
+        raise ReplicationError("Failed to unseal credentials: the sealed blob holds no cos dict; seal the cos credentials (endpoint, keys)")
+    opened = {name: value for name, value in cos.items() if name not in ("sealed", "seal_key")}
+    opened.update((name, value) for name, value in inner.items() if value is not None)
+    return opened
 
 
 def scrub(private_data_dir, key):

@@ -87,3 +87,40 @@ def test_scrub_removes_files_that_hold_the_key(tmp_path):
     (tmp_path / "artifacts" / "run1" / "stdout").write_text("nothing secret")
     assert _sealed.scrub(str(tmp_path), key) == [str(tmp_path / "artifacts" / "run1" / "command")]
     assert (tmp_path / "artifacts" / "run1" / "stdout").exists()
+
+
+def test_open_cos_lets_the_sealed_values_win_and_keeps_plain_cos():
+    blob, key = _sealed.seal({"cos": COS, "powervs": {"api_key": "x"}})
+    opened = _sealed.open_cos({"endpoint": "https://plain.example", "sealed": blob, "seal_key": key, "validate_certs": False})
+    assert opened == dict(COS, validate_certs=False)
+    assert _sealed.open_cos({"endpoint": "https://e"}) == {"endpoint": "https://e"}
+    with pytest.raises(ReplicationError, match="holds no cos dict"):
+        _sealed.open_cos({"sealed": _sealed.seal(["a"], key)[0], "seal_key": key})
+
+
+def _sealed_args(s3_rclone, bucket, src, key):
+    blob, seal_key = _sealed.seal(s3_rclone.cos())
+    return dict(cos={"endpoint": s3_rclone.cos()["endpoint"], "sealed": blob, "seal_key": key or seal_key},
+                bucket=bucket, key="images/sealed/disk.ova", src=str(src)), blob, seal_key
+
+
+def test_cos_upload_opens_the_sealed_blob_in_its_own_process(s3_rclone, module_runner, tmp_path):
+    """Only the blob and its key reach the module; it uploads, and neither the secret nor the key is in its result."""
+    bucket = s3_rclone.make_bucket("sealed-%s" % os.urandom(4).hex())
+    src = tmp_path / "disk.ova"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    args, blob, seal_key = _sealed_args(s3_rclone, bucket, src, None)
+    assert "secret_access_key" not in args["cos"] and "access_key_id" not in args["cos"]
+    result = module_runner("cos_upload", args)
+    assert result.get("changed") is True and not result.get("failed"), result
+    assert s3_rclone.client().head_object(Bucket=bucket, Key=args["key"])["ContentLength"] == 3 * 1024 * 1024
+    text = json.dumps(result)
+    for secret in (s3_rclone.cos()["secret_access_key"], seal_key, blob):
+        assert secret not in text
+
+    args, blob, seal_key = _sealed_args(s3_rclone, bucket, src, _sealed.new_key())  # the key of another run
+    failed = module_runner("cos_upload", args)
+    assert failed.get("failed") and "does not verify" in failed["msg"], failed
+    text = json.dumps(failed)
+    for secret in (s3_rclone.cos()["secret_access_key"], seal_key, args["cos"]["seal_key"], blob):
+        assert secret not in text
