@@ -172,13 +172,30 @@ def test_cleanup_playbook_removes_what_an_interrupted_import_left(bed):
     os.utime(venv, (now - 600, now - 600))
     os.utime(fresh, (now + 3600, now + 3600))
     key = "images/test-IMG/test-IMG-20260101-000000.ova"
-    bed.s3.client().create_multipart_upload(Bucket=bed.bucket, Key=key)
+    client = bed.s3.client()
+    client.create_multipart_upload(Bucket=bed.bucket, Key=key)
+    made = {"created-by": "vmimage.replication", "format": "ova"}
+    objects = {  # key -> metadata; of test-IMG the newest two stay, other-IMG's one OVA stays, what the collection did not make stays
+        "images/test-IMG/test-IMG-20260102-000000.ova": dict(made, **{"source-server": "test-IMG", "snapshot-time": "2026-01-02T00:00:00Z"}),
+        "images/test-IMG/test-IMG-20260103-000000.ova": dict(made, **{"source-server": "test-IMG", "snapshot-time": "2026-01-03T00:00:00Z"}),
+        "images/test-IMG/test-IMG-20260104-000000.ova": dict(made, **{"source-server": "test-IMG", "snapshot-time": "2026-01-04T00:00:00Z"}),
+        "images/test-IMG/test-IMG-20260105-000000.ova": dict(made, **{"source-server": "test-IMG", "snapshot-time": "2026-01-05T00:00:00Z"}),
+        "images/other-IMG/other-IMG-20250101-000000.ova": dict(made, **{"source-server": "other-IMG", "snapshot-time": "2025-01-01T00:00:00Z"}),
+        "images/test-IMG/by-hand-20250101.ova": {"format": "ova", "source-server": "test-IMG", "snapshot-time": "2025-01-01T00:00:00Z"},
+        "images/test-IMG/test-IMG-20250101-000000.qcow2": dict(made, format="qcow2", **{"source-server": "test-IMG", "snapshot-time": "2025-01-01T00:00:00Z"}),
+    }
+    for name, metadata in objects.items():
+        client.put_object(Bucket=bed.bucket, Key=name, Body=b"ova", Metadata=metadata)
     time.sleep(2)
     vars_ = dict(powervc_host_sessions_dir=bed.host.sessions, powervc_host_venv=venv, powervc_host_cleanup_older_than=1,
-                 powervc_host_bucket=bed.bucket, powervc_host_cos=bed.s3.cos())
+                 powervc_host_bucket=bed.bucket, powervc_host_cos=bed.s3.cos(), powervc_host_ova_keep_last=2, powervc_host_ova_keep_days=30)
+    check = run_playbook(os.path.join(ROOT, "playbooks", "cleanup.yml"), bed.inventory, extravars=vars_, cmdline="--check")
+    assert check.status == "successful" and sorted(bed.objects()) == sorted(objects), check.stdout[-3000:]
     run = run_playbook(os.path.join(ROOT, "playbooks", "cleanup.yml"), bed.inventory, extravars=vars_)
     assert run.status == "successful", run.stdout[-3000:]
     assert sorted(os.listdir(bed.host.sessions)) == ["test-IMG-now-2", "venv"] and bed.uploads() == []
+    gone = {"images/test-IMG/test-IMG-20260102-000000.ova", "images/test-IMG/test-IMG-20260103-000000.ova"}
+    assert sorted(bed.objects()) == sorted(set(objects) - gone)
 
 
 def test_check_mode_validates_and_changes_nothing(bed):
