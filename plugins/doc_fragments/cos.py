@@ -66,7 +66,7 @@ options:
         description:
           - Credentials sealed with AES-256-GCM by the collection's sealing function or CLI (C(extensions/seal.py)),
             opened with O(cos.seal_key) in the module process on the host that uses them. Never logged.
-          - The blob holds the cos dict (or V({cos: {...}})); its values take the place of O(cos.access_key_id),
+          - The blob holds the cos dict, or a dict whose C(cos) key holds it; its values take the place of O(cos.access_key_id),
             O(cos.secret_access_key), O(cos.api_key) and the other suboptions. A changed or cut blob fails clearly.
         type: str
       seal_key:
