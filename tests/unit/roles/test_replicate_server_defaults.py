@@ -17,6 +17,8 @@ def _mapping_defaults():
     found = {}
     for value in opts.values():
         for name, default in DEFAULT_RE.findall(str(value)):
+            if "replication_" in default:
+                continue  # computed from other options (abandon_after from poll_wait): documented in words, not as a value
             found[name] = yaml.safe_load(default.replace("none", "null")) if default not in ("inventory_hostname",) else default
     return found
 
