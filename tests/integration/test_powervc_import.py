@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """playbooks/powervc_import.yml through ansible_runner.run(), as a management application drives it.
 
-The PowerVC host is a real sshd on 127.0.0.4 with the stand-in powervc-image; the OVA goes to a real S3
+The PowerVC host is a real sshd on 127.0.0.4, entered as a non-root user made for the tests (removed after),
+with the stand-in powervc-image; the OVA goes to a real S3
 server (rclone) from that host, and the PowerVS emulator imports it from there. The run's events carry the
 phases and the import job's progress before the run ends; the final status and the new image id are read
 from the run. Failures at each step end with a message naming the cause, the session directory removed,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import shutil
 import time
 import uuid
 
@@ -22,7 +23,8 @@ import pytest
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _sealed
 from tests.emulators.powervs import PowerVSEmulator
-from tests.peers.powervc_host import PowerVCHost
+from tests.peers import sshd
+from tests.peers.powervc_host import HostUser, PowerVCHost
 from tests.peers.runner import ROOT, run_playbook
 
 PLAYBOOK = os.path.join(ROOT, "playbooks", "powervc_import.yml")
@@ -32,8 +34,23 @@ PHASES = ["validate", "export", "upload", "import", "cleanup"]
 
 
 @pytest.fixture(scope="module")
-def pvc_ssh(sshd_factory):
-    return sshd_factory("127.0.0.4")
+def pvc_user():
+    if os.geteuid() != 0:
+        pytest.skip("making the PowerVC host's non-root user needs root")
+    user = HostUser()
+    yield user
+    user.remove()
+
+
+@pytest.fixture(scope="module")
+def pvc_ssh(pvc_user):
+    """sshd on 127.0.0.4 for the non-root user; its files are in the user's home, which the user can reach (pytest's are root's)."""
+    root = os.path.join(pvc_user.home, "sshd")
+    os.makedirs(root, mode=0o755)
+    server = sshd.start(root, host="127.0.0.4", user=pvc_user.name)
+    os.chmod(os.path.join(root, "authorized_keys"), 0o644)  # sshd reads it as the user
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +60,11 @@ def pvs(s3_rclone):
 
 
 class Run:
-    def __init__(self, ssh, s3, emulator, tmp_path):
+    def __init__(self, ssh, s3, emulator, tmp_path, user):
         self.s3, self.emulator, self.tmp_path = s3, emulator, tmp_path
-        self.host = PowerVCHost(tmp_path / "pvc", PASSWORD)
+        self.host = PowerVCHost(os.path.join(user.home, "pvc-%s" % uuid.uuid4().hex[:8]), PASSWORD, python=sshd.host_python())
+        user.give(self.host.root)
+        self.venv = user.venv(sshd.host_python())
         self.ws = emulator.add_workspace(region="us-south", storage_types=("tier1", "tier3"))
         self.bucket = s3.make_bucket("pvc-%s" % uuid.uuid4().hex[:12])
         self.inventory = {"all": {"children": {"powervc": {"hosts": {"pvc1": ssh.inventory_vars()}}}}}
@@ -54,7 +73,7 @@ class Run:
         value = dict(
             powervc_host_image="test-IMG", powervc_host_rc_file=self.host.rc_file, powervc_host_powervc_command=self.host.command,
             powervc_host_powervc_password=PASSWORD, powervc_host_sessions_dir=self.host.sessions,
-            powervc_host_venv=os.path.dirname(os.path.dirname(sys.executable)), powervc_host_margin_mb=1,
+            powervc_host_venv=self.venv, powervc_host_margin_mb=1,
             powervc_host_cos=self.s3.cos(), powervc_host_bucket=self.bucket, powervc_host_storage_type="tier1", powervc_host_os_type="aix",
             powervc_host_powervs=dict(workspace_id=self.ws.id, crn=self.ws.crn, url=self.emulator.url, iam_url=self.emulator.url, api_key=API_KEY,
                                       retry_interval=0.2),
@@ -82,8 +101,10 @@ class Run:
 
 
 @pytest.fixture
-def bed(pvc_ssh, s3_rclone, pvs, tmp_path):
-    return Run(pvc_ssh, s3_rclone, pvs, tmp_path)
+def bed(pvc_ssh, s3_rclone, pvs, tmp_path, pvc_user):
+    run = Run(pvc_ssh, s3_rclone, pvs, tmp_path, pvc_user)
+    yield run
+    shutil.rmtree(run.host.root, ignore_errors=True)
 
 
 def _phase_order(run):

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
+import subprocess
 import sys
+import sysconfig
+import uuid
 
 from tests.peers import powervc_image
 
@@ -31,7 +35,7 @@ export OS_COMPUTE_API_VERSION=2.46
 
 
 class PowerVCHost:
-    def __init__(self, root, password, images=None):
+    def __init__(self, root, password, images=None, python=None):
         self.root = str(root)
         self.password = password
         os.makedirs(self.root, exist_ok=True)
@@ -44,7 +48,7 @@ class PowerVCHost:
         shutil.copyfile(powervc_image.__file__, script)
         self.command = os.path.join(bindir, "powervc-image")
         with open(self.command, "w", encoding="utf-8") as handle:
-            handle.write("#!/bin/sh\nexec %s %s \"$@\"\n" % (sys.executable, script))
+            handle.write("#!/bin/sh\nexec %s %s \"$@\"\n" % (python or sys.executable, script))
         os.chmod(self.command, os.stat(self.command).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         self.config_path = os.path.join(bindir, "powervc-image.json")
         self.sessions = os.path.join(self.root, "sessions")
@@ -66,3 +70,42 @@ class PowerVCHost:
             return []
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle]
+
+
+class HostUser:
+    """A throwaway non-root login for the PowerVC host, with its home under /home; ``remove()`` deletes both.
+
+    The pytest tmp dirs are private to root, so what the user must reach (its sshd's authorized_keys, the
+    PowerVC files) lives in this home: ``give(path)`` hands a tree to the user.
+    """
+
+    def __init__(self):
+        self.name = "pvc%s" % uuid.uuid4().hex[:8]
+        self.home = os.path.join("/home", self.name)
+        # Password "*": no password login, but not locked (sshd refuses keys of a locked account without PAM).
+        subprocess.run(["useradd", "--create-home", "--home-dir", self.home, "--shell", "/bin/sh", "--password", "*", self.name],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(self.name)
+        self.uid, self.gid = entry.pw_uid, entry.pw_gid
+
+    def venv(self, python):
+        """An upload venv the user can run: ``python``'s, seeing only this process's site-packages (same minor version)."""
+        path = os.path.join(self.home, "venv")
+        if not os.path.exists(path):
+            subprocess.run([python, "-m", "venv", "--without-pip", path], check=True, capture_output=True)
+            done = subprocess.run([os.path.join(path, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True)
+            with open(os.path.join(done.stdout.strip(), "vmimage-tests.pth"), "w", encoding="utf-8") as handle:
+                handle.write("\n".join(sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})) + "\n")
+            self.give(path)
+        return path
+
+    def give(self, path):
+        for root, dirs, files in os.walk(path):
+            for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                os.chown(name, self.uid, self.gid)
+
+    def remove(self):
+        """Delete the user and its home (stop what runs as the user first: its sshd's stop ends its sessions)."""
+        subprocess.run(["userdel", "--remove", self.name], check=False, capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
