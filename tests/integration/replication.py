@@ -84,10 +84,10 @@ class Site:
         group_vars.update(extra_vars)
         return {"servers": {"hosts": hosts, "vars": group_vars}}
 
-    def run(self, check=False, verbosity=0, extravars=None, **extra_vars):
-        return self.run_playbook(PLAYBOOK, check=check, verbosity=verbosity, extravars=extravars, **extra_vars)
+    def run(self, check=False, verbosity=0, extravars=None, cancel_callback=None, **extra_vars):
+        return self.run_playbook(PLAYBOOK, check=check, verbosity=verbosity, extravars=extravars, cancel_callback=cancel_callback, **extra_vars)
 
-    def run_playbook(self, playbook, check=False, verbosity=0, extravars=None, **extra_vars):
+    def run_playbook(self, playbook, check=False, verbosity=0, extravars=None, cancel_callback=None, **extra_vars):
         self.write_cos_file()
         private_dir = os.path.join(self.root, "runner-%s" % uuid.uuid4().hex[:8])
         os.makedirs(private_dir)
@@ -100,6 +100,7 @@ class Site:
                 verbosity=verbosity,
                 cmdline="--check" if check else None,
                 private_dir=private_dir,
+                cancel_callback=cancel_callback,
             )
         finally:
             os.unlink(self.cos_file)

@@ -43,7 +43,8 @@ class PlaybookRun:
         return {}
 
 
-def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900):
+def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900,
+                 cancel_callback=None):
     """Run ``playbook`` (a path) with ``inventory`` (a path or dict); secrets belong in ``envvars``.
 
     The run uses the venv's Python and this checkout's collection. Returns a
@@ -79,6 +80,7 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
         quiet=True,
         timeout=timeout,
         project_dir=ROOT,
+        cancel_callback=cancel_callback,
     )
     stdout = result.stdout.read() if result.stdout else ""
     events = list(result.events)
