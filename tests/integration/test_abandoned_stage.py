@@ -68,6 +68,19 @@ def stage_processes(marker):
     return found
 
 
+def rerun_completes(site, marker):
+    """The next run replicates the server, and nothing is left: no orphan object, upload, process (``marker``) or file."""
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    assert summary(run)[SERVER]["status"] == "replicated"
+    assert len(site.catalog(SERVER)["images"]) == 1
+    assert site.orphans() == [] and site.multipart_uploads() == []
+    assert not stage_processes(marker)
+    left = site.leftovers()
+    left.pop("async", None)  # the stopped controller's job file: it never collected it
+    assert left == {}, left
+
+
 CASES = [pytest.param("rclone", "stream", id="rclone-stream"), pytest.param("seaweedfs", "staged", id="seaweedfs-staged")]
 
 
@@ -98,12 +111,4 @@ def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, ga
     wait_for(lambda: not stage_processes(site.work_dir), timeout=30)
     assert site.catalog(SERVER) is None
 
-    run = site.run()
-    assert run.status == "successful", run.stdout
-    assert summary(run)[SERVER]["status"] == "replicated"
-    assert len(site.catalog(SERVER)["images"]) == 1
-    assert site.orphans() == [] and site.multipart_uploads() == []
-    assert not stage_processes(site.work_dir)
-    left = site.leftovers()
-    left.pop("async", None)  # the killed controller's job file: it never collected it
-    assert left == {}, left
+    rerun_completes(site, site.work_dir)

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from tests.integration.replication import summary
-from tests.integration.test_abandoned_stage import ABANDON_AFTER, stage_processes
+from tests.integration.test_abandoned_stage import ABANDON_AFTER, rerun_completes, stage_processes
 from tests.integration.test_run_lock import SERVER, gated, lock_disk, sites, start, wait_for  # noqa: F401  # pylint: disable=unused-import
 
 
@@ -48,18 +47,10 @@ def test_runner_cancel_mid_upload_ends_clean(tmp_path, s3_server, gated, lock_di
     gated.gate.set()
     wait_for(lambda: not os.path.exists(lock) and not site.multipart_uploads(), timeout=ABANDON_AFTER + 60)
     stopped = time.monotonic() - asked["at"]
-    assert stopped < ABANDON_AFTER + 60, stopped
+    assert stopped < ABANDON_AFTER + 30, stopped
     print("stage stopped %.1f s after the cancel" % stopped)
     # Neither the stage nor any process of the canceled controller (its workers name the runner dir under site.root).
     wait_for(lambda: not stage_processes(site.root), timeout=30)
     assert site.catalog(SERVER) is None and site.orphans() == []
 
-    run = site.run()
-    assert run.status == "successful", run.stdout
-    assert summary(run)[SERVER]["status"] == "replicated"
-    assert len(site.catalog(SERVER)["images"]) == 1
-    assert site.orphans() == [] and site.multipart_uploads() == []
-    assert not stage_processes(site.root)
-    left = site.leftovers()
-    left.pop("async", None)  # the canceled controller's job file: it never collected it
-    assert left == {}, left
+    rerun_completes(site, site.root)
