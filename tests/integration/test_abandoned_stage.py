@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.integration.replication import PLAYBOOK, summary
+from tests.integration.test_resume import parts_of, upload_results
 from tests.integration.test_run_lock import SERVER, gated, lock_disk, sites, wait_for  # noqa: F401  # pylint: disable=unused-import
 from tests.peers.runner import COLLECTIONS, ROOT, VENV_BIN
 
@@ -68,25 +69,8 @@ def stage_processes(marker):
     return found
 
 
-def rerun_completes(site, marker):
-    """The next run replicates the server, and nothing is left: no orphan object, upload, process (``marker``) or file."""
-    run = site.run()
-    assert run.status == "successful", run.stdout
-    assert summary(run)[SERVER]["status"] == "replicated"
-    assert len(site.catalog(SERVER)["images"]) == 1
-    assert site.orphans() == [] and site.multipart_uploads() == []
-    assert not stage_processes(marker)
-    left = site.leftovers()
-    left.pop("async", None)  # the stopped controller's job file: it never collected it
-    assert left == {}, left
-
-
-CASES = [pytest.param("rclone", "stream", id="rclone-stream"), pytest.param("seaweedfs", "staged", id="seaweedfs-staged")]
-
-
-@pytest.mark.parametrize("s3_server, data_path", CASES, indirect=["s3_server"])
-def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, gated, lock_disk, data_path):
-    site, _second = sites(tmp_path, s3_server, gated, lock_disk, replication_abandon_after=ABANDON_AFTER, replication_data_path=data_path)
+def kill_controller_mid_upload(site, gated):
+    """Start ansible-playbook, and kill -9 it and all its workers once the stage's upload waits at the gate; the kill's time."""
     proc, log = controller(site)
     try:
         assert gated.held.wait(120), open(log.name).read()
@@ -100,7 +84,31 @@ def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, ga
     finally:
         log.close()
         os.unlink(site.cos_file)
-    killed = time.monotonic()
+    return time.monotonic()
+
+
+def rerun_completes(site, marker):
+    """The next run replicates the server, and nothing is left: no orphan object, upload, process (``marker``) or file."""
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    assert summary(run)[SERVER]["status"] == "replicated"
+    assert len(site.catalog(SERVER)["images"]) == 1
+    assert site.orphans() == [] and site.multipart_uploads() == []
+    assert not stage_processes(marker)
+    left = site.leftovers()
+    left.pop("async", None)  # the stopped controller's job file: it never collected it
+    assert left == {}, left
+    return run
+
+
+CASES = [pytest.param("rclone", "stream", id="rclone-stream"), pytest.param("seaweedfs", "staged", id="seaweedfs-staged")]
+
+
+@pytest.mark.parametrize("s3_server, data_path", CASES, indirect=["s3_server"])
+def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, gated, lock_disk, data_path):
+    site, _second = sites(tmp_path, s3_server, gated, lock_disk, replication_abandon_after=ABANDON_AFTER, replication_data_path=data_path)
+    killed = kill_controller_mid_upload(site, gated)
+    lock = os.path.join(site.work_dir, "%s.lock" % SERVER)
     # The endpoint stays slow past abandon_after (else the orphaned stage could simply finish), then lets the parts in flight end.
     time.sleep(ABANDON_AFTER + 2)
     gated.gate.set()
@@ -112,3 +120,22 @@ def test_kill_9_of_the_controller_the_stage_stops_itself(tmp_path, s3_server, ga
     assert site.catalog(SERVER) is None
 
     rerun_completes(site, site.work_dir)
+
+
+@pytest.mark.parametrize("s3_server", ["rclone"], indirect=True)
+def test_kill_9_keeps_the_upload_when_asked_and_the_rerun_resumes_it(tmp_path, s3_server, gated, lock_disk):
+    site, _second = sites(tmp_path, s3_server, gated, lock_disk, replication_abandon_after=ABANDON_AFTER,
+                          replication_keep_incomplete_uploads=True)
+    kill_controller_mid_upload(site, gated)
+    lock = os.path.join(site.work_dir, "%s.lock" % SERVER)
+    time.sleep(ABANDON_AFTER + 2)
+    gated.gate.set()
+    # The stage stops itself and releases the lock, but keeps its upload (with the parts that were in flight) for the next run.
+    wait_for(lambda: not os.path.exists(lock), timeout=ABANDON_AFTER + 60)
+    wait_for(lambda: not stage_processes(site.work_dir), timeout=30)
+    uploads = site.multipart_uploads()
+    assert len(uploads) == 1 and parts_of(site, uploads[0]), uploads
+    assert site.catalog(SERVER) is None and site.orphans() == []
+
+    run = rerun_completes(site, site.work_dir)
+    assert upload_results(run)[-1]["resumed_parts"] > 0, upload_results(run)
