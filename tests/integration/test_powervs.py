@@ -114,8 +114,8 @@ def test_job_progress_throttling_and_token_expiry(bed):
     seen = []
     original = bed.emulator.handle
 
-    def spy(method, path, headers, body):
-        answer = original(method, path, headers, body)
+    def spy(method, path, headers, body, **kwargs):
+        answer = original(method, path, headers, body, **kwargs)
         if "/jobs/" in path and answer[0] == 200:
             seen.append((answer[1]["status"]["state"], answer[1]["status"]["progress"]))
         return answer
@@ -225,7 +225,7 @@ def test_emulator_follows_the_reference_shapes(bed):
             break
         time.sleep(0.05)
     assert states[0] == "queued" and "running" in states and states[-1] == "completed", states
-    assert job["operation"]["action"] == "imageImportCos" and job["status"]["progress"] == "100"
+    assert job["operation"]["action"] == "imageImport" and job["operation"]["target"] == "image" and job["status"]["progress"] == "100"
     assert requests.get(base + "/cos-images", headers=headers, timeout=10).json()["id"] == job["id"]
     assert [j["id"] for j in requests.get(base + "/jobs", headers=headers, timeout=10).json()["jobs"]] == [job["id"]]
     images = requests.get(base + "/images", headers=headers, timeout=10).json()["images"]
