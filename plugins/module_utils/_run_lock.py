@@ -51,6 +51,25 @@ def read(path, clock=time.time):
     return holder
 
 
+def stamp_path(path):
+    """The stamp of the bucket heartbeat sent for the host lock at ``path`` (see _bucket_lock.beat_due)."""
+    return path + ".bucket-beat"
+
+
+def _drop_stamp(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(stamp_path(path))
+
+
+def held_error(server, holder, where, wait, stale_after):
+    """The failure of a run that finds ``server``'s lock (at ``where``) held by another run."""
+    return ReplicationError(
+        "Failed to start replicating %s: another %s holds its lock %s; wait for it to end, or let this run wait"
+        " for it with replication_lock_wait (now %ss; a lock whose heartbeat is older than"
+        " replication_lock_stale_after=%ss is taken over)" % (server, describe(holder), where, wait, stale_after),
+        server=server, lock=where)
+
+
 def describe(holder):
     return "run %s from %s (pid %s, started %s, last heartbeat %.0f s ago)" % (
         holder.get("token", "?"), holder.get("host", "?"), holder.get("pid", "?"),
@@ -116,6 +135,7 @@ def acquire(directory, server, token, stale_after=900.0, wait=0.0, controller=No
                 _take_stale(path, stale_after, clock)
             try:
                 _create(path, record)
+                _drop_stamp(path)  # one left by a run that is gone
                 record["age"] = 0.0
                 return True, record
             except FileExistsError:
@@ -123,11 +143,7 @@ def acquire(directory, server, token, stale_after=900.0, wait=0.0, controller=No
             except OSError as exc:
                 raise ReplicationError("Failed to lock server %s: cannot create %s: %s" % (server, path, exc)) from None
         if clock() >= deadline:
-            raise ReplicationError(
-                "Failed to start replicating %s: another %s holds its lock %s; wait for it to end, or let this run wait"
-                " for it with replication_lock_wait (now %ss; a lock whose heartbeat is older than"
-                " replication_lock_stale_after=%ss is taken over)" % (server, describe(holder), path, wait, stale_after),
-                server=server, lock=path)
+            raise held_error(server, holder, path, wait, stale_after)
         pause(max(0.0, min(interval, deadline - clock())))
 
 
@@ -152,5 +168,6 @@ def release(directory, server, token):
         os.rename(path, aside)
     except FileNotFoundError:
         return False
+    _drop_stamp(path)
     # Replaced between the read and the rename: put the other run's lock back.
     return _settle(path, aside, (read(aside) or {}).get("token") == token)

@@ -21,6 +21,8 @@ description:
     result and to remove its job file.
 author:
   - vmimage.replication contributors (@vmimage)
+extends_documentation_fragment:
+  - vmimage.replication.cos
 attributes:
   check_mode:
     support: full
@@ -54,6 +56,44 @@ options:
       - A file touched at each poll when it exists (never created), for example the run lock of
         M(vmimage.replication.run_lock), whose modification time says that the run is still followed.
     type: path
+  bucket_heartbeat:
+    description:
+      - The run lock in the bucket (M(vmimage.replication.run_lock) with C(store=bucket)) whose heartbeat this poll
+        refreshes, at most once every O(bucket_heartbeat.every) seconds so that polls stay quick. Needs O(cos) and
+        O(heartbeat_file) (beside which a stamp file C(<heartbeat_file>.bucket-beat) notes the last one).
+      - A heartbeat that fails, or finds the lock no longer held by O(bucket_heartbeat.token), is a warning, not a
+        failure of the poll.
+    type: dict
+    suboptions:
+      bucket:
+        description: Bucket of the lock.
+        type: str
+        required: true
+      prefix:
+        description: Key prefix of the server's objects.
+        type: str
+        default: ''
+      server:
+        description: Server the lock is for.
+        type: str
+        required: true
+      token:
+        description: Owner token of the lock (RV(vmimage.replication.run_lock#module:token)).
+        type: str
+        required: true
+      protocol:
+        description: Protocol the lock was taken with (RV(vmimage.replication.run_lock#module:protocol)).
+        type: str
+        choices: [conditional, claims]
+        required: true
+      every:
+        description: Shortest time between two heartbeats of the bucket lock, in seconds.
+        type: float
+        default: 60
+  cos:
+    description: Connection to the object storage holding the bucket lock; used only with O(bucket_heartbeat).
+    type: dict
+    required: false
   wait:
     description:
       - Longest time to wait for the job to finish before returning, in seconds.
@@ -123,6 +163,13 @@ changed:
   returned: always
   type: bool
   sample: false
+bucket_heartbeat:
+  description:
+    - With O(bucket_heartbeat), whether a heartbeat was sent to the bucket lock by this poll (C(sent)) and whether the
+      lock is still held by its token (C(held); true when none was due).
+  returned: when O(bucket_heartbeat) is set
+  type: dict
+  sample: {sent: true, held: true}
 msg:
   description: One human line about the job, for example C(convert 31.2% (160.0 MiB of 512.0 MiB, 80.0 MiB/s)).
   returned: always
@@ -130,8 +177,12 @@ msg:
   sample: "convert: 31.2% (160.0 MiB of 512.0 MiB, 80.0 MiB/s)"
 """
 
+import copy
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos, _run_lock
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._jobs import poll
-from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
 from ansible.module_utils.basic import env_fallback
 
 OPTIONS = dict(
@@ -140,17 +191,52 @@ OPTIONS = dict(
     async_dir=dict(type="path", default="~/.ansible_async", fallback=(env_fallback, ["ANSIBLE_ASYNC_DIR"])),
     wait=dict(type="float", default=5.0),
     heartbeat_file=dict(type="path"),
+    bucket_heartbeat=dict(type="dict", options=dict(
+        bucket=dict(type="str", required=True),
+        prefix=dict(type="str", default=""),
+        server=dict(type="str", required=True),
+        token=dict(type="str", required=True, no_log=False),
+        protocol=dict(type="str", choices=["conditional", "claims"], required=True),
+        every=dict(type="float", default=60.0),
+    )),
+    cos=dict(copy.deepcopy(COS_SPEC["cos"]), required=False),
 )
+
+
+def _bucket_beat(module):
+    """Refresh the bucket lock when due; a failure is a warning (the stage goes on; the lock's age tells the rest)."""
+    lock, stamp = module.params["bucket_heartbeat"], _run_lock.stamp_path(module.params["heartbeat_file"])
+    if not _bucket_lock.beat_due(stamp, lock["every"]):
+        return dict(sent=False, held=True)
+    cos, key = module.params["cos"], _bucket_lock.lock_key(lock["prefix"], lock["server"])
+    try:
+        module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
+        with _cos.naming_errors("refresh the run lock of %s at" % lock["server"], cos, lock["bucket"], key):
+            held = _bucket_lock.heartbeat(_cos.connect(cos), lock["bucket"], key, lock["token"], lock["protocol"])
+    except ReplicationError as exc:
+        module.ansible.warn(exc.msg)
+        return dict(sent=False, held=True)
+    _bucket_lock.stamp_beat(stamp)
+    if not held:
+        module.ansible.warn("The run lock s3://%s/%s is no longer held by this run (token %s): another run took it over"
+                            % (lock["bucket"], key, lock["token"]))
+    return dict(sent=True, held=held)
 
 
 def _run(module):
     params = module.params
-    return poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"],
-                heartbeat_file=params["heartbeat_file"])
+    result = poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"],
+                  heartbeat_file=params["heartbeat_file"])
+    if params["bucket_heartbeat"]:
+        if not params["heartbeat_file"] or not params["cos"]:
+            raise ReplicationError("Failed to refresh the run lock of %s: bucket_heartbeat needs heartbeat_file and cos"
+                                   % params["bucket_heartbeat"]["server"])
+        result["bucket_heartbeat"] = _bucket_beat(module)
+    return result
 
 
 def main():
-    ReplicationModule(OPTIONS).run(_run)
+    ReplicationModule(OPTIONS, groups=("cos",)).run(_run)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: run_lock
-short_description: Hold the one-run-per-server lock on the host where the run's state lives
+short_description: Hold the one-run-per-server lock where the run's state lives (conversion host or bucket)
 version_added: 0.1.0
 description:
+  - With O(store=host) (the default) the lock is a file on the host the task runs on; with O(store=bucket) it is an
+    object in the bucket the run uses (C(<prefix><server>/.lock)), which every controller that replicates into that
+    bucket sees, for example two AWX execution nodes each with its own conversion host.
   - Takes or releases the lock file C(<dir>/<server>.lock) on the host the task runs on (the
     conversion host, where the snapshot, the run directory and the spool live), so that only one
     run replicates a server at a time, whatever the number of controllers that share that host.
@@ -20,6 +23,12 @@ description:
     taken over.
   - When another run holds the lock, waits up to O(wait) seconds for it, then fails with a message
     naming that run and the option to raise. Releasing only ever removes a lock this O(token) holds.
+  - In the bucket, the lock is created with a conditional write (header C(If-None-Match) set to C(*)) where the endpoint honours it
+    (AWS S3, SeaweedFS); elsewhere (rclone serve s3) takers follow a claims protocol (Lamport's bakery over uniquely
+    named claim objects under C(<prefix><server>/.lock.claims/)). Ages are measured on the endpoint's clock. Its
+    heartbeat is sent by M(vmimage.replication.job_progress) (O(vmimage.replication.job_progress#module:bucket_heartbeat)).
+extends_documentation_fragment:
+  - vmimage.replication.cos
 author:
   - vmimage.replication contributors (@vmimage)
 attributes:
@@ -38,9 +47,37 @@ options:
     type: str
     required: true
   dir:
-    description: Directory of the lock file, created when missing (the role's C(work_dir)).
+    description:
+      - Directory of the lock file, created when missing (the role's C(work_dir)).
+      - Required with O(store=host).
     type: path
-    required: true
+  store:
+    description:
+      - Where the lock lives. V(host) is a file in O(dir) on the host the task runs on; V(bucket) is an object in
+        O(bucket), reached with O(cos).
+    type: str
+    choices: [host, bucket]
+    default: host
+  cos:
+    description:
+      - Connection to the object storage holding O(bucket). Required with O(store=bucket); unused with O(store=host).
+    type: dict
+    required: false
+  bucket:
+    description: Bucket of the lock object, with O(store=bucket) (the bucket the run uploads to).
+    type: str
+  prefix:
+    description: Key prefix of the server's objects in O(bucket); the lock is C(<prefix><server>/.lock).
+    type: str
+    default: ''
+  protocol:
+    description:
+      - How a lock object is taken with O(store=bucket). V(auto) probes whether the endpoint honours conditional
+        writes and uses V(conditional) when it does, else V(claims). Every controller must find the same answer,
+        which a given endpoint gives; each protocol also sees locks the other took.
+    type: str
+    choices: [auto, conditional, claims]
+    default: auto
   token:
     description:
       - Owner token of this run. When unset with O(state=present), a new one is made and returned as RV(token).
@@ -78,6 +115,16 @@ EXAMPLES = r"""
     dir: /var/tmp/vmimage-replication/work
     token: "{{ lock.token }}"
     state: absent
+
+- name: Take the lock of web01 in the bucket, seen by every controller (wait up to 10 minutes)
+  vmimage.replication.run_lock:
+    server: web01
+    store: bucket
+    cos: "{{ cos }}"
+    bucket: dr-images
+    prefix: images/
+    wait: 600
+  register: bucket_lock
 """
 
 RETURN = r"""
@@ -87,10 +134,20 @@ token:
   type: str
   sample: 6f1c0d1e3b1a4ad0b0f9f3f0b7c1e2aa
 path:
-  description: Path of the lock file.
+  description: Path of the lock file, or C(s3://<bucket>/<key>) of the lock object with O(store=bucket).
   returned: success
   type: str
   sample: /var/tmp/vmimage-replication/work/web01.lock
+store:
+  description: Where the lock lives, O(store).
+  returned: success
+  type: str
+  sample: host
+protocol:
+  description: With O(store=bucket), the protocol used (V(conditional) or V(claims)); empty with O(store=host).
+  returned: success
+  type: str
+  sample: conditional
 holder:
   description: The lock's record (token, host, pid, started, age) after the task; empty when no run holds it.
   returned: success
@@ -98,15 +155,24 @@ holder:
   sample: {token: 6f1c0d1e3b1a4ad0b0f9f3f0b7c1e2aa, host: awx-1, pid: 4242, started: 1795310000.5, age: 0.0}
 """
 
+import copy
 import os
+import socket
+import time
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _run_lock
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos, _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
-from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
+from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
 
 OPTIONS = dict(
     server=dict(type="str", required=True),
-    dir=dict(type="path", required=True),
+    dir=dict(type="path"),
+    store=dict(type="str", choices=["host", "bucket"], default="host"),
+    # Only the bucket lock needs object storage: the shared cos options, not required here.
+    cos=dict(copy.deepcopy(COS_SPEC["cos"]), required=False),
+    bucket=dict(type="str"),
+    prefix=dict(type="str", default=""),
+    protocol=dict(type="str", choices=["auto", "conditional", "claims"], default="auto"),
     token=dict(type="str", no_log=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     wait=dict(type="float", default=0.0),
@@ -115,14 +181,12 @@ OPTIONS = dict(
 )
 
 
-def _run(module):
+def _host(module):
     params = module.params
     server, directory = params["server"], params["dir"]
     path = _run_lock.lock_path(directory, server)
     token = params["token"]
     if params["state"] == "absent":
-        if not token:
-            raise ReplicationError("Failed to release the lock of %s: token is required with state=absent" % server)
         holder = _run_lock.read(path) or {}
         mine = holder.get("token") == token
         changed = mine if module.check_mode else _run_lock.release(directory, server, token)
@@ -132,16 +196,61 @@ def _run(module):
         holder = _run_lock.read(path) or {}
         free = not holder or holder.get("token") == token or holder["age"] > params["stale_after"]
         if not free:
-            raise ReplicationError("Failed to start replicating %s: another %s holds its lock %s"
-                                   % (server, _run_lock.describe(holder), path), server=server, lock=path)
+            raise _run_lock.held_error(server, holder, path, params["wait"], params["stale_after"])
         return dict(changed=holder.get("token") != token, token=token, path=path, holder=holder)
     changed, holder = _run_lock.acquire(directory, server, token, stale_after=params["stale_after"], wait=params["wait"],
                                         controller=params["controller"], pid=os.getppid())
     return dict(changed=changed, token=token, path=path, holder=holder)
 
 
+def _public(holder):
+    """The holder's record as returned: no ETag, no object key."""
+    return {name: value for name, value in (holder or {}).items() if name not in ("etag", "key")}
+
+
+def _bucket(module):
+    params = module.params
+    module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
+    cos, bucket, server, stale_after = params["cos"], params["bucket"], params["server"], params["stale_after"]
+    key = _bucket_lock.lock_key(params["prefix"], server)
+    where = "s3://%s/%s" % (bucket, key)
+    token = params["token"] or _run_lock.new_token()
+    result = dict(token=token, path=where, protocol="")
+    with _cos.naming_errors("lock server %s with" % server, cos, bucket, key):
+        client = _cos.connect(cos)
+        _cos.check_bucket(client, cos, bucket)
+        holder = _bucket_lock.holder(client, bucket, key, stale_after)
+        if params["state"] == "absent":
+            mine = (holder or {}).get("token") == token
+            changed = mine if module.check_mode else _bucket_lock.release(client, bucket, key, token)
+            return dict(result, changed=changed, holder={} if changed else _public(holder))
+        if module.check_mode:
+            if holder is not None and holder.get("token") != token:
+                raise _run_lock.held_error(server, holder, where, params["wait"], stale_after)
+            return dict(result, changed=holder is None, holder=_public(holder))
+        protocol = params["protocol"]
+        if protocol == "auto":
+            protocol = _bucket_lock.detect_mode(client, bucket, key, token)
+        now = time.time()
+        record = dict(token=token, host=params["controller"] or socket.gethostname(), pid=os.getppid(), started=now, heartbeat=now,
+                      server=server)
+        changed, holder = _bucket_lock.acquire(client, bucket, key, record, stale_after, params["wait"], protocol)
+    if holder.get("token") != token:
+        # Held past the wait: fail naming the holder, having touched none of its objects.
+        raise _run_lock.held_error(server, holder, where, params["wait"], stale_after)
+    return dict(result, changed=changed, protocol=protocol, holder=_public(holder))
+
+
+def _run(module):
+    params = module.params
+    if params["state"] == "absent" and not params["token"]:
+        raise ReplicationError("Failed to release the lock of %s: token is required with state=absent" % params["server"])
+    return dict(_bucket(module) if params["store"] == "bucket" else _host(module), store=params["store"])
+
+
 def main():
-    ReplicationModule(OPTIONS, action="lock the server").run(_run)
+    ReplicationModule(OPTIONS, groups=("cos",), action="lock the server",
+                      required_if=[("store", "host", ("dir",)), ("store", "bucket", ("cos", "bucket"))]).run(_run)
 
 
 if __name__ == "__main__":

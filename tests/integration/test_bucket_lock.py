@@ -1,0 +1,179 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""The run lock in the bucket, against both real S3 servers and with both protocols: SeaweedFS honours
+If-None-Match (conditional), rclone serve s3 ignores it (claims); SeaweedFS is also driven with claims.
+
+Concurrent takers are threads with their own clients, released together by a barrier.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
+
+SERVER = "web01"
+PREFIX = "images/"
+KEY = "images/web01/.lock"
+
+
+def record(token, host="ctl-1", pid=4242):
+    now = time.time()
+    return dict(token=token, host=host, pid=pid, started=now, heartbeat=now, server=SERVER)
+
+
+def client_of(s3_server):
+    return _cos.connect(s3_server.cos())
+
+
+def keys(s3_server, bucket):
+    return sorted(item["Key"] for item in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents") or [])
+
+
+@pytest.fixture(params=[_bucket_lock.CONDITIONAL, _bucket_lock.CLAIMS])
+def protocol(request, s3_server):
+    if request.param == _bucket_lock.CONDITIONAL and s3_server.kind == "rclone":
+        pytest.skip("rclone serve s3 ignores If-None-Match (test_probe_tells_which_servers_honour_conditional_writes)")
+    return request.param
+
+
+def test_probe_tells_which_servers_honour_conditional_writes(s3_server, bucket):
+    found = _bucket_lock.detect_mode(client_of(s3_server), bucket, KEY, "probe-token")
+    assert found == {"seaweedfs": _bucket_lock.CONDITIONAL, "rclone": _bucket_lock.CLAIMS}[s3_server.kind]
+    assert keys(s3_server, bucket) == []  # the probe object is gone
+
+
+def test_two_concurrent_takers_exactly_one_wins(s3_server, bucket, protocol):
+    takers = 4
+    barrier = threading.Barrier(takers)
+    results = {}
+
+    def take(token):
+        client = client_of(s3_server)
+        barrier.wait()
+        results[token] = _bucket_lock.acquire(client, bucket, KEY, record(token), 900, 0, protocol)
+
+    threads = [threading.Thread(target=take, args=("tok-%d" % number,)) for number in range(takers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    winners = [token for token, (changed, _holder) in results.items() if changed]
+    assert len(results) == takers and len(winners) == 1, results
+    # Every loser was told who holds it; the lock is the winner's; the losers left no claim behind.
+    assert all(holder["token"] == winners[0] for _changed, holder in results.values())
+    client = client_of(s3_server)
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["token"] == winners[0]
+    if protocol == _bucket_lock.CLAIMS:
+        assert [claim["token"] for claim in _bucket_lock.list_claims(client, bucket, KEY)] == [winners[0]]
+    assert _bucket_lock.release(client, bucket, KEY, winners[0])
+    assert keys(s3_server, bucket) == []
+
+
+def test_held_lock_second_taker_fails_fast_or_waits_bounded(s3_server, bucket, protocol):
+    client = client_of(s3_server)
+    assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a", host="awx-1", pid=11), 900, 0, protocol)[0]
+    before = keys(s3_server, bucket)
+    changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 0, protocol)
+    assert not changed and holder["token"] == "tok-a" and holder["host"] == "awx-1" and holder["pid"] == 11
+    # A bounded wait: it pauses, then gives up naming the holder; the holder's objects are as they were.
+    pauses = []
+    changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 1.0, protocol, pause=pauses.append, interval=0.4)
+    assert not changed and holder["token"] == "tok-a" and pauses
+    assert keys(s3_server, bucket) == before
+    # The same token again is no change; released, the waiting taker gets it.
+    assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, protocol)[0] is False
+
+
+def test_released_while_waiting_the_waiter_takes_it(s3_server, bucket, protocol):
+    client = client_of(s3_server)
+    assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, protocol)[0]
+    timer = threading.Timer(1.0, _bucket_lock.release, (client_of(s3_server), bucket, KEY, "tok-a"))
+    timer.start()
+    try:
+        changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 60, protocol, interval=0.2)
+    finally:
+        timer.join()
+    assert changed and holder["token"] == "tok-b"
+    assert _bucket_lock.release(client, bucket, KEY, "tok-b") and keys(s3_server, bucket) == []
+
+
+def test_stale_lock_is_taken_over(s3_server, bucket, protocol):
+    client = client_of(s3_server)
+    assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, protocol)[0]
+    time.sleep(2.1)  # the endpoint's clock has a one-second grain: the lock is now at least 1 s old
+    assert not _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 0, protocol)[0]
+    changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 1.0, 0, protocol)
+    assert changed and holder["token"] == "tok-b"
+    # The run that is gone finds it is no longer the holder: its heartbeat and release touch nothing.
+    assert not _bucket_lock.heartbeat(client, bucket, KEY, "tok-a", protocol)
+    assert not _bucket_lock.release(client, bucket, KEY, "tok-a")
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["token"] == "tok-b"
+    assert _bucket_lock.release(client, bucket, KEY, "tok-b") and keys(s3_server, bucket) == []
+
+
+def test_release_by_a_wrong_token_is_refused_and_heartbeat_refreshes(s3_server, bucket, protocol):
+    client = client_of(s3_server)
+    assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, protocol)[0]
+    assert not _bucket_lock.release(client, bucket, KEY, "tok-wrong")
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["token"] == "tok-a"
+    time.sleep(2.1)
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["age"] >= 1.0
+    assert _bucket_lock.heartbeat(client, bucket, KEY, "tok-a", protocol)
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["age"] < 1.0 + 1.0
+    assert _bucket_lock.release(client, bucket, KEY, "tok-a") and keys(s3_server, bucket) == []
+
+
+def test_each_protocol_sees_the_lock_the_other_took(s3_seaweedfs):
+    bucket = s3_seaweedfs.make_bucket("t-cross-%d" % int(time.time() * 1000))
+    client = client_of(s3_seaweedfs)
+    for first, second in ((_bucket_lock.CONDITIONAL, _bucket_lock.CLAIMS), (_bucket_lock.CLAIMS, _bucket_lock.CONDITIONAL)):
+        assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, first)[0]
+        changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 0, second)
+        assert not changed and holder["token"] == "tok-a", (first, second)
+        assert _bucket_lock.release(client, bucket, KEY, "tok-a")
+    assert keys(s3_seaweedfs, bucket) == []
+
+
+def lock_args(s3_server, bucket, **extra):
+    args = dict(server=SERVER, store="bucket", cos=s3_server.cos(), bucket=bucket, prefix=PREFIX, controller="awx-1")
+    args.update(extra)
+    return args
+
+
+def test_module_takes_fails_naming_the_holder_and_releases_only_by_token(s3_server, bucket, module_runner):
+    first = module_runner("run_lock", lock_args(s3_server, bucket))
+    assert not first.get("failed"), first
+    assert first["changed"] and first["store"] == "bucket" and first["path"] == "s3://%s/%s" % (bucket, KEY)
+    assert first["protocol"] == {"seaweedfs": "conditional", "rclone": "claims"}[s3_server.kind]
+    before = keys(s3_server, bucket)
+    # Check mode says it would fail, and a real second run fails at once naming the holder; neither writes anything.
+    for check_mode in (True, False):
+        second = module_runner("run_lock", lock_args(s3_server, bucket, controller="awx-2"), check_mode=check_mode)
+        assert second.get("failed"), second
+        msg = second["msg"]
+        assert "Failed to start replicating web01: another run %s from awx-1 (pid" % first["token"] in msg, msg
+        assert "s3://%s/%s" % (bucket, KEY) in msg and "replication_lock_wait" in msg, msg
+        assert keys(s3_server, bucket) == before
+    wrong = module_runner("run_lock", lock_args(s3_server, bucket, token="not-the-holder", state="absent"))
+    assert not wrong.get("failed") and not wrong["changed"] and wrong["holder"]["token"] == first["token"], wrong
+    assert keys(s3_server, bucket) == before
+    released = module_runner("run_lock", lock_args(s3_server, bucket, token=first["token"], state="absent"))
+    assert released["changed"] and keys(s3_server, bucket) == []
+
+
+def test_module_failures_name_what_to_fix_and_never_the_secret(s3_server, bucket, module_runner):
+    missing = module_runner("run_lock", dict(server=SERVER, store="bucket", bucket=bucket))
+    assert missing.get("failed") and "cos" in missing["msg"], missing
+    wrong_secret = "wrong" + s3_server.secret_access_key[5:]
+    wrong_key = module_runner("run_lock", lock_args(s3_server, bucket, cos=s3_server.cos(secret_access_key=wrong_secret)))
+    assert wrong_key.get("failed") and "Failed to" in wrong_key["msg"] and "cos.secret_access_key" in wrong_key["msg"], wrong_key
+    no_bucket = module_runner("run_lock", lock_args(s3_server, "t-no-such-bucket-here"))
+    assert no_bucket.get("failed") and "t-no-such-bucket-here" in no_bucket["msg"], no_bucket
+    for result in (missing, wrong_key, no_bucket):
+        assert s3_server.secret_access_key not in str(result) and wrong_secret not in str(result)
+    assert keys(s3_server, bucket) == []
