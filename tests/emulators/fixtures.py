@@ -1,25 +1,52 @@
 # Copyright: vmimage.replication contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 # SPDX-License-Identifier: Apache-2.0
-"""pytest fixtures for the VPC emulator: import them into a conftest (``from tests.emulators.fixtures import vpc_emulator``)."""
+"""pytest fixtures for the VPC emulator subprocess: import them into a conftest or a test module
+(``from tests.emulators.fixtures import vpc_emulator, vpc_emulator_factory``)."""
 
 import pytest
 
-from tests.emulators.vpc_server import start
+from tests.emulators.vpc_control import start
 
 API_KEY = "vpc-emulator-api-key"
 
 
-@pytest.fixture(scope="session")
-def vpc_emulator(tmp_path_factory):
-    """A session VPC emulator (us-south, eu-de) with volume files and a by-id dir; stop() frees loop devices and links."""
-    base = tmp_path_factory.mktemp("vpc-emulator")
+def _dirs(base):
     (base / "data").mkdir()
     (base / "by-id").mkdir()
-    server = start(API_KEY, data_dir=str(base / "data"), by_id_dir=str(base / "by-id"))
-    server.api_key_for_tests = API_KEY
-    server.by_id_path = str(base / "by-id")
+    return str(base / "data"), str(base / "by-id")
+
+
+@pytest.fixture(scope="session")
+def vpc_emulator(tmp_path_factory):
+    """A session VPC emulator subprocess (us-south, eu-de) with volume files and a by-id dir.
+
+    Stopping it (SIGTERM) frees its loop devices and links; stop() fails the run when some are left.
+    """
+    data, by_id = _dirs(tmp_path_factory.mktemp("vpc-emulator"))
+    server = start(API_KEY, data_dir=data, by_id_dir=by_id, delay=0.2)
+    server.api_key_for_tests, server.by_id_path, server.data_path = API_KEY, by_id, data
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def vpc_emulator_factory(tmp_path):
+    """``make(**options)``: a fresh emulator subprocess for one test (options: delay, token_seconds, regions, ...)."""
+    started = []
+
+    def make(api_key=API_KEY, **options):
+        base = tmp_path / ("vpc-emulator-%d" % len(started))
+        base.mkdir()
+        data, by_id = _dirs(base)
+        server = start(api_key, data_dir=data, by_id_dir=by_id, **options)
+        server.api_key_for_tests, server.by_id_path, server.data_path = api_key, by_id, data
+        started.append(server)
+        return server
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()

@@ -16,7 +16,7 @@ injection and dispatch. Resources live in modules (``RESOURCE_MODULES``); each e
   returns ``(status, payload)`` or ``(status, payload, headers)``; ``query`` maps a name to its
   first value; raise ``ApiError`` for errors. A handler runs under ``emulator.lock``.
 - ``emulator.control(method, "/volumes/{id}/bytes", handler)``: a test helper under ``/_emulator``
-  (same port, same bearer token); ``handler(params, query, body)``, body raw bytes.
+  (same port, no token: 127.0.0.1 only); ``handler(params, query, body)``, body raw bytes.
 - shared state: ``emulator.store[kind]`` (id -> record; keys starting with ``_`` are private and never
   sent), ``emulator.data_dir``, ``emulator.by_id_dir``, ``emulator.s3`` (dict: endpoint and keys of the
   test S3 server, for image imports), ``emulator.delay``, ``emulator.new_record`` / ``emulator.later`` /
@@ -35,8 +35,6 @@ import urllib.parse
 import uuid
 
 import jwt
-
-from tests.peers.ports import free_port
 
 ACCOUNT = "aa2432b1fa4d4ace891e9b80fc104e34"
 RESOURCE_GROUP = "fee82deba12e4c0fb69c3b09d1f12345"
@@ -82,12 +80,14 @@ class VpcEmulator:
         self.faults = []  # [method, regex, status, remaining, retry_after, code]
         self.failures = {}  # kind -> how many of the next lifecycles of that kind end in "failed"
         self.quotas = {}  # kind -> how many records of that kind a region may hold
-        self.tokens_issued = 0
+        self.tokens_issued, self.valid_tokens = 0, set()  # token ids (jti) not yet revoked by expire_tokens()
+        self.requests = []  # (method, path, status) of every API call
         self.secret = uuid.uuid4().hex
         self.routes, self.controls, self.stop_hooks = [], [], []
         self._server, self._ticking = None, threading.Event()
         for name in RESOURCE_MODULES:
             importlib.import_module(name).register(self)
+        importlib.import_module("tests.emulators.vpc_control").register_controls(self)
 
     # -- registration (for resource modules) ------------------------------------------------
     def route(self, method, path, handler):
@@ -112,8 +112,8 @@ class VpcEmulator:
     def service_url(self, region):
         return "%s/%s/v1" % (self.url, region)
 
-    def start(self, port=None):
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port or free_port()), self._handler())
+    def start(self, port=0):
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         threading.Thread(target=self._tick, daemon=True).start()
@@ -276,16 +276,23 @@ class VpcEmulator:
         with self.lock:
             self.quotas[kind] = limit
 
+    def expire_tokens(self):
+        """Every token issued so far is refused (401) from now on, as if it had expired."""
+        with self.lock:
+            self.valid_tokens.clear()
+
     # -- IAM -------------------------------------------------------------------------------------------
     def _token(self, form):
         if form.get("grant_type") != ["urn:ibm:params:oauth:grant-type:apikey"] or form.get("apikey") != [self.api_key]:
             return 400, {"errorCode": "BXNIM0415E", "errorMessage": "Provided API key could not be found.",
                          "context": {"requestId": uuid.uuid4().hex}}
         now = int(time.time())
+        jti = uuid.uuid4().hex
         token = jwt.encode({"iat": now, "exp": now + self.token_seconds, "iam_id": "iam-emulator", "sub": "emulator",
-                            "jti": uuid.uuid4().hex}, self.secret, algorithm="HS256")
+                            "jti": jti}, self.secret, algorithm="HS256")
         with self.lock:
             self.tokens_issued += 1
+            self.valid_tokens.add(jti)
         return 200, {"access_token": token, "refresh_token": "not_supported", "token_type": "Bearer",
                      "expires_in": self.token_seconds, "expiration": now + self.token_seconds, "scope": "ibm openid"}
 
@@ -293,7 +300,9 @@ class VpcEmulator:
         if not header.startswith("Bearer "):
             raise ApiError(401, "not_authorized", "The request is not authorized: no bearer token")
         try:
-            jwt.decode(header[7:], self.secret, algorithms=["HS256"])
+            claims = jwt.decode(header[7:], self.secret, algorithms=["HS256"])
+            if claims.get("jti") not in self.valid_tokens:
+                raise jwt.ExpiredSignatureError("revoked")
         except jwt.ExpiredSignatureError:
             raise ApiError(401, "not_authorized", "The request is not authorized: the token has expired") from None
         except jwt.PyJWTError:
@@ -358,7 +367,6 @@ class VpcEmulator:
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
         try:
             if url.path.startswith("/_emulator/"):
-                self._check_token(headers.get("Authorization", ""))
                 return self._result(self.dispatch_control(method, url.path[len("/_emulator"):], query, raw_body))
             self._fault(method, url.path)
             self._check_token(headers.get("Authorization", ""))
@@ -369,8 +377,11 @@ class VpcEmulator:
                 body = json.loads(raw_body) if raw_body else None
             except ValueError:
                 raise ApiError(400, "bad_request", "The request body is not valid JSON") from None
-            return self._result(self.dispatch(method, parts[1], "/" + parts[3], query, body, headers))
+            result = self._result(self.dispatch(method, parts[1], "/" + parts[3], query, body, headers))
+            self.requests.append((method, url.path, result[0]))
+            return result
         except ApiError as err:
+            self.requests.append((method, url.path, err.status))
             error = {"code": err.code, "message": err.message, "more_info": MORE_INFO}
             if err.target:
                 error["target"] = err.target
