@@ -188,25 +188,47 @@ def utc_text(value):
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def list_uploads(client, bucket, prefix=""):
-    """In-progress multipart uploads under ``prefix``, oldest first: [{key, upload_id, initiated (datetime)}]."""
-    uploads = []
+# What list_under_prefix pages through: the call, the list in each page, its time field, and the page markers.
+LISTINGS = {
+    "objects": ("list_objects_v2", "Contents", "LastModified", (("NextContinuationToken", "ContinuationToken"),)),
+    "uploads": ("list_multipart_uploads", "Uploads", "Initiated", (("NextKeyMarker", "KeyMarker"), ("NextUploadIdMarker", "UploadIdMarker"))),
+}
+
+
+def older_than(items, seconds, now, field="time"):
+    """The items whose ``field`` (an aware datetime) is at least ``seconds`` before ``now``; an unknown time counts as old."""
+    limit = now - datetime.timedelta(seconds=seconds)
+    return [item for item in items if item[field] is None or item[field] <= limit]
+
+
+def list_under_prefix(client, bucket, prefix, kind, min_age=None, now=None):
+    """Every object (``kind="objects"``: {key, size, time}) or in-progress multipart upload (``"uploads"``: {key, upload_id,
+    time}) under ``prefix``, oldest first, through every page; with ``min_age`` seconds only those at least that old at ``now``."""
+    call, entries, time_field, markers = LISTINGS[kind]
+    found = []
     kwargs = {"Bucket": bucket, "Prefix": prefix}
     while True:
         try:
-            page = client.list_multipart_uploads(**kwargs)
+            page = getattr(client, call)(**kwargs)
         except ClientError as exc:
-            if error_code(exc) == "NoSuchUpload":  # rclone answers so when there are none
+            if kind == "uploads" and error_code(exc) == "NoSuchUpload":  # rclone answers so when there are none
                 break
             raise
-        for upload in page.get("Uploads") or []:
-            uploads.append({"key": upload["Key"], "upload_id": upload["UploadId"], "initiated": upload.get("Initiated")})
+        for entry in page.get(entries) or []:
+            item = {"key": entry["Key"], "time": entry.get(time_field)}
+            item.update({"upload_id": entry["UploadId"]} if kind == "uploads" else {"size": entry.get("Size")})
+            found.append(item)
         if not page.get("IsTruncated"):
             break
-        kwargs["KeyMarker"] = page.get("NextKeyMarker")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
-    uploads.sort(key=lambda upload: (upload["initiated"] is None, upload["initiated"]))
-    return uploads
+        for answer, request in markers:
+            kwargs[request] = page.get(answer)
+    found.sort(key=lambda item: (item["time"] is None, item["time"]))
+    return older_than(found, min_age, now) if min_age is not None else found
+
+
+def list_uploads(client, bucket, prefix=""):
+    """In-progress multipart uploads under ``prefix``, oldest first: [{key, upload_id, initiated (datetime)}]."""
+    return [{"key": u["key"], "upload_id": u["upload_id"], "initiated": u["time"]} for u in list_under_prefix(client, bucket, prefix, "uploads")]
 
 
 def uploads_for_key(client, bucket, key):

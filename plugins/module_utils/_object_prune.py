@@ -17,19 +17,14 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 def list_made(client, bucket, prefix, fmt=None):
     """Objects under ``prefix`` made by the collection (and of format ``fmt`` when given): [{key, size, server, snapshot_time}]."""
     found = []
-    kwargs = {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = client.list_objects_v2(**kwargs)
-        for item in page.get("Contents") or []:
-            obj = _cos.head(client, bucket, item["Key"])
-            meta = (obj or {}).get("metadata") or {}
-            if meta.get("created-by") != _naming.CREATED_BY or (fmt and meta.get("format") != fmt):
-                continue
-            found.append({"key": item["Key"], "size": obj["size"], "server": meta.get("source-server") or "",
-                          "snapshot_time": _time(meta.get("snapshot-time"), obj["last_modified"])})
-        if not page.get("IsTruncated"):
-            return found
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+    for item in _cos.list_under_prefix(client, bucket, prefix, "objects"):
+        obj = _cos.head(client, bucket, item["key"])
+        meta = (obj or {}).get("metadata") or {}
+        if meta.get("created-by") != _naming.CREATED_BY or (fmt and meta.get("format") != fmt):
+            continue
+        found.append({"key": item["key"], "size": obj["size"], "server": meta.get("source-server") or "",
+                      "snapshot_time": _time(meta.get("snapshot-time"), obj["last_modified"])})
+    return found
 
 
 def _time(stamp, last_modified):

@@ -123,12 +123,6 @@ OPTIONS = dict(
 )
 
 
-def select(uploads, older_than, now):
-    """Uploads started at least ``older_than`` seconds before ``now`` (an aware datetime); unknown start times count as old."""
-    limit = now - datetime.timedelta(seconds=older_than)
-    return [upload for upload in uploads if upload["initiated"] is None or upload["initiated"] <= limit]
-
-
 def run(module):
     module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
     params = module.params
@@ -140,11 +134,11 @@ def run(module):
         client = _cos.connect(cos)
         _cos.check_bucket(client, cos, bucket)
         now = datetime.datetime.now(datetime.timezone.utc)
-        chosen = select(_cos.list_uploads(client, bucket, params["prefix"]), params["older_than"], now)
+        chosen = _cos.list_under_prefix(client, bucket, params["prefix"], "uploads", min_age=params["older_than"], now=now)
         if params["abort"] and not module.check_mode:
             for upload in chosen:
                 _cos.abort_upload(client, bucket, upload["key"], upload["upload_id"])
-    listed = [dict(key=u["key"], upload_id=u["upload_id"], initiated=_cos.utc_text(u["initiated"])) for u in chosen]
+    listed = [dict(key=u["key"], upload_id=u["upload_id"], initiated=_cos.utc_text(u["time"])) for u in chosen]
     aborted = listed if params["abort"] else []
     return dict(bucket=bucket, endpoint=cos["endpoint"], uploads=listed, aborted=aborted, changed=bool(aborted))
 

@@ -6,18 +6,46 @@ import datetime
 import json
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos
-from ansible_collections.vmimage.replication.plugins.modules.cos_multipart_uploads import select
 from tests.conftest import SECRET_ACCESS_KEY
 from tests.contract import assert_return_contract
 
 
 def test_select_by_age():
     now = datetime.datetime(2025, 1, 2, tzinfo=datetime.timezone.utc)
-    old = {"key": "a", "upload_id": "1", "initiated": now - datetime.timedelta(days=2)}
-    new = {"key": "b", "upload_id": "2", "initiated": now - datetime.timedelta(seconds=10)}
-    unknown = {"key": "c", "upload_id": "3", "initiated": None}
-    assert select([old, new, unknown], 86400, now) == [old, unknown]
-    assert select([old, new], 0, now) == [old, new]
+    old = {"key": "a", "upload_id": "1", "time": now - datetime.timedelta(days=2)}
+    new = {"key": "b", "upload_id": "2", "time": now - datetime.timedelta(seconds=10)}
+    unknown = {"key": "c", "upload_id": "3", "time": None}
+    assert _cos.older_than([old, new, unknown], 86400, now) == [old, unknown]
+    assert _cos.older_than([old, new], 0, now) == [old, new]
+
+
+def test_one_listing_pages_objects_and_uploads_under_a_prefix(s3_server, bucket):
+    """Both modules list through _cos.list_under_prefix: every page, only the prefix, oldest first, the age filter."""
+    client = s3_server.client()
+    for index in range(3):
+        client.put_object(Bucket=bucket, Key="images/o%d" % index, Body=b"x" * index)
+    client.put_object(Bucket=bucket, Key="other/o", Body=b"y")
+    upload = client.create_multipart_upload(Bucket=bucket, Key="images/u")["UploadId"]
+    try:
+        objects = _cos.list_under_prefix(PagedClient(client), bucket, "images/", "objects")
+        assert sorted(o["key"] for o in objects) == ["images/o0", "images/o1", "images/o2"] and {o["size"] for o in objects} == {0, 1, 2}
+        uploads = _cos.list_under_prefix(client, bucket, "images/", "uploads")
+        assert [(u["key"], u["upload_id"]) for u in uploads] == [("images/u", upload)]
+        later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        assert _cos.list_under_prefix(client, bucket, "images/", "uploads", min_age=3600 * 2, now=later) == []
+        assert len(_cos.list_under_prefix(client, bucket, "images/", "objects", min_age=60, now=later)) == 3
+    finally:
+        client.abort_multipart_upload(Bucket=bucket, Key="images/u", UploadId=upload)
+
+
+class PagedClient:
+    """A client whose object listing answers one key per page, so the continuation is exercised."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def list_objects_v2(self, **kwargs):
+        return self.client.list_objects_v2(MaxKeys=1, **kwargs)
 
 
 def test_list_and_abort_with_older_than(s3_server, bucket, module_runner):
