@@ -58,7 +58,7 @@ def new_attachment(emu, instance, volume, name=None, delete_with_instance=False,
     if volume["attachment_state"] != "unattached" or volume["volume_attachments"]:
         raise ApiError(409, "volume_in_use", "Volume %s is attached to an instance already" % volume["id"])
     if volume["zone"]["name"] != instance["zone"]["name"]:
-        raise ApiError(400, "volume_zone_mismatch", "Volume %s is in zone %s, the instance in %s"
+        raise ApiError(400, "invalid_zone", "Volume %s is in zone %s, the instance in %s"
                        % (volume["id"], volume["zone"]["name"], instance["zone"]["name"]))
     rid_holder = emu.new_record("volume_attachment", instance["_region"], "instances/%s/volume_attachments" % instance["id"],
                                 prefix="0717-", name=name or "attachment-" + volume["name"][:40], bandwidth=393,
@@ -112,11 +112,11 @@ def new_instance(emu, region, body, wait=True):
         raise ApiError(404, "instance_profile_not_found", "Instance profile %s not found" % profile)
     zone = (body.get("zone") or {}).get("name")
     if not zone:
-        raise ApiError(400, "validation_required_field_missing", "zone is required", target={"name": "zone", "type": "field"})
+        raise ApiError(400, "validation_required_field", "zone is required", target={"name": "zone", "type": "field"})
     nic_spec = body.get("primary_network_interface") or {}
     subnet = find_subnet(emu, region, (nic_spec.get("subnet") or {}).get("id", ""))
     if subnet["zone"]["name"] != zone:
-        raise ApiError(400, "subnet_zone_mismatch", "Subnet %s is in zone %s, not %s" % (subnet["id"], subnet["zone"]["name"], zone))
+        raise ApiError(400, "invalid_zone", "Subnet %s is in zone %s, not %s" % (subnet["id"], subnet["zone"]["name"], zone))
     boot = body.get("boot_volume_attachment") or {}
     boot_volume = boot.get("volume") or {}
     image = None
@@ -126,12 +126,12 @@ def new_instance(emu, region, body, wait=True):
     if boot_volume.get("source_snapshot"):
         source_snapshot = emu.find("snapshot", region, boot_volume["source_snapshot"].get("id", ""))
     if image is None and source_snapshot is None and not body.get("_seed"):
-        raise ApiError(400, "validation_required_field_missing", "image or boot_volume_attachment.volume.source_snapshot is required",
+        raise ApiError(400, "validation_required_field", "image or boot_volume_attachment.volume.source_snapshot is required",
                        target={"name": "image", "type": "field"})
     cpus, memory = INSTANCE_PROFILES[profile][:2]
     name = body.get("name") or "instance-" + os.urandom(4).hex()
     if any(r["name"] == name for r in emu.records("instance", region)):
-        raise ApiError(409, "instance_name_duplicate", "The instance name %s is already in use" % name)
+        raise ApiError(409, "validation_unique_failed", "The instance name %s is already in use" % name)
     rec = emu.new_record(
         "instance", region, "instances", prefix="0717_", name=name, availability={"class": "standard"},
         availability_policy={"host_failure": "restart", "preemption": "stop"}, bandwidth=4000, cluster_network_attachments=[],
@@ -236,9 +236,9 @@ def register(emu):
         rec = emu.find("instance", region, params["id"])
         kind = (body or {}).get("type")
         if kind not in ("start", "stop", "reboot"):
-            raise ApiError(400, "validation_invalid_argument", "type must be start, stop or reboot", target={"name": "type", "type": "field"})
+            raise ApiError(400, "validation_enum", "type must be start, stop or reboot", target={"name": "type", "type": "field"})
         if rec["status"] in ("pending", "deleting", "failed"):
-            raise ApiError(409, "instance_invalid_state", "Instance %s is %s" % (rec["id"], rec["status"]))
+            raise ApiError(409, "invalid_state", "Instance %s is %s" % (rec["id"], rec["status"]))
         steps = {"start": ("starting", "running"), "stop": ("stopping", "stopped"), "reboot": ("restarting", "running")}[kind]
         rec["status"] = steps[0]
         emu.later(rec, emu.delay, {"status": steps[1]})
@@ -273,7 +273,7 @@ def register(emu):
                                 instance["zone"]["name"], (spec.get("profile") or {}).get("name") or "general-purpose",
                                 spec.get("user_tags"), snap, wait=False)
         else:
-            raise ApiError(400, "validation_required_field_missing", "volume.id or volume.source_snapshot/capacity is required",
+            raise ApiError(400, "validation_required_field", "volume.id or volume.source_snapshot/capacity is required",
                            target={"name": "volume", "type": "field"})
         return 201, new_attachment(emu, instance, volume, body.get("name"), body.get("delete_volume_on_instance_delete"))
 
@@ -296,10 +296,10 @@ def register(emu):
         if rec["type"] == "boot":
             raise ApiError(409, "volume_attachment_boot", "The boot volume attachment cannot be deleted")
         if rec["status"] == "detaching":
-            return 202, None
+            return 204, None
         rec["status"] = "detaching"
         emu.later(rec, emu.delay, lambda att: remove_attachment(emu, att))
-        return 202, None
+        return 204, None
 
     def list_profiles(region, params, query, body, headers):
         items = [instance_profile(emu, region, name) for name in INSTANCE_PROFILES]

@@ -51,7 +51,7 @@ def _ref(emu, region, kind, path, name):
 def new_vpc(emu, region, name=None, wait=True):
     name = name or "vpc-" + os.urandom(4).hex()
     if any(r["name"] == name for r in emu.records("vpc", region)):
-        raise ApiError(409, "vpc_name_duplicate", "The VPC name %s is already in use" % name)
+        raise ApiError(409, "validation_unique_failed", "The VPC name %s is already in use" % name)
     rec = emu.new_record(
         "vpc", region, "vpcs", name=name, classic_access=False, resource_type="vpc", status="pending" if wait else "available",
         health_reasons=[], health_state="inapplicable" if wait else "ok",
@@ -78,38 +78,38 @@ def _cidr(emu, vpc, zone, body):
         try:
             net = ipaddress.ip_network(body["ipv4_cidr_block"])
         except ValueError:
-            raise ApiError(400, "validation_invalid_argument", "ipv4_cidr_block %s is not a CIDR block" % body["ipv4_cidr_block"],
+            raise ApiError(400, "validation_invalid_ipv4_cidr", "ipv4_cidr_block %s is not a CIDR block" % body["ipv4_cidr_block"],
                            target={"name": "ipv4_cidr_block", "type": "field"}) from None
         if not net.subnet_of(prefix):
-            raise ApiError(400, "subnet_cidr_outside_prefix", "%s is not inside the address prefix %s of zone %s" % (net, prefix, zone))
+            raise ApiError(400, "not_in_address_prefix", "%s is not inside the address prefix %s of zone %s" % (net, prefix, zone))
         if any(net.overlaps(other) for other in taken):
-            raise ApiError(409, "subnet_cidr_overlap", "%s overlaps another subnet of VPC %s" % (net, vpc["id"]))
+            raise ApiError(409, "network_conflict", "%s overlaps another subnet of VPC %s" % (net, vpc["id"]))
         return net
     count = body.get("total_ipv4_address_count")
     if not isinstance(count, int) or count < 8 or count & (count - 1):
-        raise ApiError(400, "validation_invalid_argument", "total_ipv4_address_count must be a power of 2, at least 8",
+        raise ApiError(400, "bad_field", "total_ipv4_address_count must be a power of 2, at least 8",
                        target={"name": "total_ipv4_address_count", "type": "field"})
     for net in prefix.subnets(new_prefix=32 - count.bit_length() + 1):
         if not any(net.overlaps(other) for other in taken):
             return net
-    raise ApiError(409, "subnet_address_space_exhausted", "No free block of %d addresses in zone %s" % (count, zone))
+    raise ApiError(409, "insufficient_space_for_subnet", "No free block of %d addresses in zone %s" % (count, zone))
 
 
 def new_subnet(emu, region, body, wait=True):
     vpc = emu.find("vpc", region, (body.get("vpc") or {}).get("id", ""))
     zone = (body.get("zone") or {}).get("name")
     if not zone:
-        raise ApiError(400, "validation_required_field_missing", "zone is required with total_ipv4_address_count or ipv4_cidr_block",
+        raise ApiError(400, "validation_required_field", "zone is required with total_ipv4_address_count or ipv4_cidr_block",
                        target={"name": "zone", "type": "field"})
     if zone not in zones(region):
         raise ApiError(404, "zone_not_found", "Zone %s not found in region %s" % (zone, region))
     if not body.get("ipv4_cidr_block") and not body.get("total_ipv4_address_count"):
-        raise ApiError(400, "validation_required_field_missing", "ipv4_cidr_block or total_ipv4_address_count is required",
+        raise ApiError(400, "validation_required_field", "ipv4_cidr_block or total_ipv4_address_count is required",
                        target={"name": "ipv4_cidr_block", "type": "field"})
     net = _cidr(emu, vpc, zone, body)
     name = body.get("name") or "subnet-" + os.urandom(4).hex()
     if any(s["name"] == name and s["vpc"]["id"] == vpc["id"] for s in emu.records("subnet", region)):
-        raise ApiError(409, "subnet_name_duplicate", "The subnet name %s is already in use in VPC %s" % (name, vpc["id"]))
+        raise ApiError(409, "validation_unique_failed", "The subnet name %s is already in use in VPC %s" % (name, vpc["id"]))
     hosts = net.hosts()
     for _skip in range(3):  # network, gateway and two IBM addresses come first
         next(hosts)
@@ -183,7 +183,7 @@ def register(emu):
     def delete_vpc(region, params, query, body, headers):
         rec = emu.find("vpc", region, params["id"])
         if any(s["vpc"]["id"] == rec["id"] for s in emu.records("subnet", region)):
-            raise ApiError(409, "vpc_in_use", "VPC %s still has subnets; delete them first" % rec["id"])
+            raise ApiError(409, "vpc_not_empty", "VPC %s still has subnets; delete them first" % rec["id"])
         rec["status"] = "deleting"
         emu.later(rec, emu.delay, emu.forget)
         return 204, None
@@ -203,10 +203,10 @@ def register(emu):
     def delete_subnet(region, params, query, body, headers):
         rec = emu.find("subnet", region, params["id"])
         if _in_use(emu, rec):
-            raise ApiError(409, "subnet_in_use", "Subnet %s has network interfaces of instances; delete them first" % rec["id"])
+            raise ApiError(409, "subnet_not_empty", "Subnet %s has network interfaces of instances; delete them first" % rec["id"])
         rec["status"] = "deleting"
         emu.later(rec, emu.delay, emu.forget)
-        return 202, None
+        return 204, None
 
     emu.route("GET", "/regions", list_regions)
     emu.route("GET", "/regions/{name}", get_region)

@@ -25,6 +25,7 @@ injection and dispatch. Resources live in modules (``RESOURCE_MODULES``); each e
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import importlib
 import json
@@ -43,8 +44,8 @@ RESOURCE_MODULES = ("tests.emulators.vpc_storage", "tests.emulators.vpc_compute"
 TICK = 0.05  # seconds between lifecycle sweeps: an attachment's device appears without anyone reading the API
 VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MORE_INFO = "https://cloud.ibm.com/docs/vpc?topic=vpc-rias-error-messages"
-# The oldest and newest API version the emulator accepts; the VPC API refuses versions outside its window.
-OLDEST_VERSION, NEWEST_VERSION = "2019-01-01", "2030-12-31"
+# The VPC API refuses a version before this date or after today (UTC): invalid_version_range.
+OLDEST_VERSION = "2019-01-01"
 
 
 def now_text():
@@ -162,7 +163,7 @@ class VpcEmulator:
         """A record with id, crn, href, created_at and resource_group, kept in ``store[kind]``."""
         quota = self.quotas.get(kind)
         if quota is not None and len(self.records(kind, region)) >= quota:
-            raise ApiError(400, "quota_exceeded", "The %s quota of %d in region %s is exceeded" % (kind, quota, region))
+            raise ApiError(400, "over_quota", "The %s quota of %d in region %s is exceeded" % (kind, quota, region))
         rid = prefix + str(uuid.uuid4())
         rec = {"id": rid, "crn": self.crn(region, kind, rid), "href": "%s/%s/%s" % (self.service_url(region), path, rid),
                "created_at": now_text(), "resource_group": self.resource_group(), "_region": region, "_kind": kind}
@@ -233,7 +234,7 @@ class VpcEmulator:
                 check(rec, body)
             if body.get("name", rec["name"]) != rec["name"] and any(
                     r["name"] == body["name"] for r in self.records(kind, region)):
-                raise ApiError(409, kind + "_name_duplicate", "The %s name %s is already in use" % (kind, body["name"]))
+                raise ApiError(409, "validation_unique_failed", "The %s name %s is already in use" % (kind, body["name"]))
             rec.update({field: body[field] for field in fields if field in body})
             rec["_revision"] = rec.get("_revision", 0) + 1
             return 200, rec, {"ETag": self.etag(rec)}
@@ -245,14 +246,15 @@ class VpcEmulator:
         try:
             limit = int(query.get("limit") or 50)
         except ValueError:
-            raise ApiError(400, "validation_invalid_argument", "limit must be an integer") from None
+            raise ApiError(400, "validation_invalid_field_type", "limit must be an integer", target={"name": "limit", "type": "parameter"}) from None
         if limit < 1 or limit > 100:
-            raise ApiError(400, "validation_invalid_argument", "limit must be between 1 and 100")
+            raise ApiError(400, "validation_min_value" if limit < 1 else "validation_max_value", "limit must be between 1 and 100",
+                           target={"name": "limit", "type": "parameter"})
         start = 0
         if query.get("start"):
             ids = [item[key] for item in items]
             if query["start"] not in ids:
-                raise ApiError(400, "validation_invalid_argument", "start token %s is not valid" % query["start"])
+                raise ApiError(400, "bad_request", "start token %s is not valid" % query["start"], target={"name": "start", "type": "parameter"})
             start = ids.index(query["start"])
         base = "%s/%s" % (self.service_url(region), path or kind)
         kept = {k: v for k, v in query.items() if k not in ("start", "limit", "version", "generation")}
@@ -312,15 +314,21 @@ class VpcEmulator:
     @staticmethod
     def _check_version(query):
         version = query.get("version")
+        target = {"name": "version", "type": "parameter"}
         if not version:
-            raise ApiError(400, "validation_required_field_missing", "The 'version' query parameter is required",
-                           target={"name": "version", "type": "parameter"})
-        if not VERSION_RE.match(version) or not OLDEST_VERSION <= version <= NEWEST_VERSION:
-            raise ApiError(400, "validation_invalid_argument",
-                           "The 'version' query parameter must be a date between %s and %s" % (OLDEST_VERSION, NEWEST_VERSION),
-                           target={"name": "version", "type": "parameter"})
+            raise ApiError(400, "missing_version", "The `version` parameter is required and must be in the form of `YYYY-MM-DD`.",
+                           target=target)
+        try:
+            valid = bool(VERSION_RE.match(version)) and bool(datetime.date.fromisoformat(version))
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ApiError(400, "invalid_version", "The `version` is invalid, it must be in the form of `YYYY-MM-DD`.", target=target)
+        if not OLDEST_VERSION <= version <= datetime.datetime.now(datetime.timezone.utc).date().isoformat():
+            raise ApiError(400, "invalid_version_range",
+                           "The `version` cannot be set at a future date nor before `%s`." % OLDEST_VERSION, target=target)
         if query.get("generation", "2") != "2":
-            raise ApiError(400, "validation_invalid_argument", "The 'generation' query parameter must be 2",
+            raise ApiError(400, "bad_request", "The 'generation' query parameter must be 2",
                            target={"name": "generation", "type": "parameter"})
 
     def dispatch(self, method, region, path, query, body, headers):
@@ -354,8 +362,8 @@ class VpcEmulator:
                 if fault[3] > 0 and fault[0] in (method, "*") and fault[1].search(path):
                     fault[3] -= 1
                     headers = {"Retry-After": str(fault[4])} if fault[4] is not None else {}
-                    code = fault[5] or {429: "too_many_requests", 503: "service_unavailable", 502: "bad_gateway",
-                                        403: "forbidden", 401: "not_authorized"}.get(fault[2], "internal_error")
+                    code = fault[5] or {429: "rate_limit_exceeded", 503: "backend_service_unavailable", 502: "backend_service_unavailable",
+                                        403: "forbidden", 401: "not_authorized", 409: "conflict"}.get(fault[2], "internal_server_error")
                     raise ApiError(fault[2], code, "injected fault", headers)
 
     def handle(self, method, raw_path, raw_body, headers):
@@ -376,7 +384,7 @@ class VpcEmulator:
             try:
                 body = json.loads(raw_body) if raw_body else None
             except ValueError:
-                raise ApiError(400, "bad_request", "The request body is not valid JSON") from None
+                raise ApiError(400, "validation_failure", "The request body is not valid JSON") from None
             result = self._result(self.dispatch(method, parts[1], "/" + parts[3], query, body, headers))
             self.requests.append((method, url.path, result[0]))
             return result

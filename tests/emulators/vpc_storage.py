@@ -41,7 +41,7 @@ def _profile_ref(emu, region, name):
 
 def _name_free(emu, kind, region, name):
     if any(r["name"] == name for r in emu.records(kind, region)):
-        raise ApiError(409, kind + "_name_duplicate", "The %s name %s is already in use in region %s" % (kind, name, region))
+        raise ApiError(409, "validation_unique_failed", "The %s name %s is already in use in region %s" % (kind, name, region))
 
 
 def new_volume(emu, region, name=None, capacity=10, zone=None, profile="general-purpose", user_tags=(), source_snapshot=None,
@@ -50,7 +50,7 @@ def new_volume(emu, region, name=None, capacity=10, zone=None, profile="general-
     if profile not in VOLUME_PROFILES:
         raise ApiError(404, "volume_profile_not_found", "Volume profile %s not found" % profile)
     if not 10 <= int(capacity) <= 16000:
-        raise ApiError(400, "validation_invalid_argument", "capacity must be between 10 and 16000 GB",
+        raise ApiError(400, "validation_max_value" if int(capacity) > 16000 else "validation_min_value", "capacity must be between 10 and 16000 GB",
                        target={"name": "capacity", "type": "field"})
     zone = zone or region + "-1"
     if emu.zone_region(zone) != region:
@@ -125,7 +125,7 @@ def register(emu):
         profile = (body.get("profile") or {}).get("name")
         zone = (body.get("zone") or {}).get("name")
         if not profile or not zone:
-            raise ApiError(400, "validation_required_field_missing", "profile and zone are required",
+            raise ApiError(400, "validation_required_field", "profile and zone are required",
                            target={"name": "profile" if not profile else "zone", "type": "field"})
         snap = None
         if body.get("source_snapshot"):
@@ -134,7 +134,7 @@ def register(emu):
                 raise ApiError(409, "snapshot_not_stable", "Snapshot %s is %s, not stable" % (snap["id"], snap["lifecycle_state"]))
             capacity = body.get("capacity") or snap["minimum_capacity"]
         elif "capacity" not in body:
-            raise ApiError(400, "validation_required_field_missing", "capacity is required without source_snapshot",
+            raise ApiError(400, "validation_required_field", "capacity is required without source_snapshot",
                            target={"name": "capacity", "type": "field"})
         else:
             capacity = body["capacity"]
@@ -143,7 +143,7 @@ def register(emu):
 
     def grow_only(rec, body):
         if "capacity" in body and int(body["capacity"]) < rec["capacity"]:
-            raise ApiError(400, "validation_invalid_argument", "capacity can only grow", target={"name": "capacity", "type": "field"})
+            raise ApiError(400, "validation_min_value", "capacity can only grow", target={"name": "capacity", "type": "field"})
 
     def delete_volume(region, params, query, body, headers):
         rec = emu.find("volume", region, params["id"])
@@ -159,7 +159,7 @@ def register(emu):
         if ref.get("crn"):
             parts = ref["crn"].split(":")
             if len(parts) < 10 or parts[8] != "snapshot":
-                raise ApiError(400, "validation_invalid_argument", "%s is not a snapshot CRN" % ref["crn"])
+                raise ApiError(400, "bad_field", "%s is not a snapshot CRN" % ref["crn"])
             return emu.find("snapshot", parts[5], parts[9])
         if ref.get("href"):
             return emu.find("snapshot", region, ref["href"].rstrip("/").rsplit("/", 1)[1])
@@ -177,7 +177,7 @@ def register(emu):
                          "snapshot_consistency_group.id": "snapshot_consistency_group.id"})
         order = query.get("sort", "-created_at")
         if order.lstrip("-") not in ("created_at", "name"):
-            raise ApiError(400, "validation_invalid_argument", "sort must be created_at or name", target={"name": "sort", "type": "parameter"})
+            raise ApiError(400, "validation_enum", "sort must be created_at or name", target={"name": "sort", "type": "parameter"})
         # Records are kept in creation order; the reference's default is newest first.
         keyed = sorted(enumerate(items), key=lambda pair: (pair[1][order.lstrip("-")], pair[0]), reverse=order.startswith("-"))
         return 200, emu.page(region, "snapshots", [item for _unused, item in keyed], query)
@@ -204,7 +204,7 @@ def register(emu):
         elif body.get("source_snapshot"):
             source = _find_snapshot(region, body["source_snapshot"])
             if source["_region"] == region:
-                raise ApiError(400, "validation_invalid_argument", "A snapshot copy must come from another region",
+                raise ApiError(400, "bad_field", "A snapshot copy must come from another region",
                                target={"name": "source_snapshot", "type": "field"})
             if source["lifecycle_state"] != "stable":
                 raise ApiError(409, "snapshot_not_stable", "Snapshot %s is %s, not stable" % (source["id"], source["lifecycle_state"]))
@@ -221,7 +221,7 @@ def register(emu):
             _copy_bytes(emu, source["id"], rec["id"])
             wait = emu.delay * COPY_SLOWER
         else:
-            raise ApiError(400, "validation_required_field_missing", "source_volume or source_snapshot is required",
+            raise ApiError(400, "validation_required_field", "source_volume or source_snapshot is required",
                            target={"name": "source_volume", "type": "field"})
         if emu.take_failure("snapshot"):
             emu.later(rec, wait, {"lifecycle_state": "failed"})
@@ -234,12 +234,12 @@ def register(emu):
         rec = emu.find("snapshot", region, params["id"])
         emu.check_if_match(rec, headers)
         if rec["lifecycle_state"] in ("deleting",):
-            return 202, None
+            return 204, None
         if any(v.get("source_snapshot", {}).get("id") == rec["id"] and v["status"] == "pending" for v in emu.records("volume", region)):
             raise ApiError(409, "snapshot_in_use", "Snapshot %s is being restored to a volume" % rec["id"])
         rec["lifecycle_state"] = "deleting"
         emu.later(rec, emu.delay, lambda r: (emu.forget(r), _drop_file(emu, r["id"])))
-        return 202, None
+        return 204, None
 
     def get_volume_profile(region, params, query, body, headers):
         if params["name"] not in VOLUME_PROFILES:
