@@ -38,6 +38,34 @@ def public(entry):
     return {k: entry.get(k) for k in PUBLIC} if entry else None
 
 
+# The record of an image in a cloud's image catalog (targets ibm_vpc, powervs, ...), as their modules return it.
+TARGET_IMAGE_FIELDS = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "status")
+
+
+def target_image_record(entry, extra_fields=()):
+    """An image of a cloud image catalog as modules return it: TARGET_IMAGE_FIELDS and the target's ``extra_fields``; None for None."""
+    return {k: entry.get(k) for k in TARGET_IMAGE_FIELDS + tuple(extra_fields)} if entry else None
+
+
+def target_import_result(manifest, entries, image, previous, pruned, changed, orphaned=(), usable_states=("active",), extra_fields=()):
+    """What a cloud target's info / import / remove returns (the shape of the bucket catalog's, plus ``orphans``).
+
+    ``manifest`` is the target's view ``{latest, images}``; ``entries`` every image of the server, of which those whose
+    ``status`` is not in ``usable_states`` are ``orphans`` (failed or half-made imports)."""
+    def record(entry):
+        return target_image_record(entry, extra_fields)
+
+    latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
+    result = _import_result(record, manifest["images"], latest, image, previous, pruned, changed, orphaned)
+    result["orphans"] = [record(e) for e in entries if e["status"] not in usable_states]
+    return result
+
+
+def _import_result(record, images, latest, image, previous, pruned, changed, orphaned):
+    return dict(changed=changed, image=record(image) or {}, latest=record(latest), previous_latest=record(previous),
+                pruned=[e["name"] for e in pruned], images=[record(e) for e in images], orphaned=list(orphaned))
+
+
 def _by_name(manifest, name):
     for entry in manifest["images"]:
         if entry["name"] == name:
@@ -227,8 +255,7 @@ def open_catalog(cos, bucket, prefix, server, action):
 
 def _result(manifest, image, previous, pruned, changed, orphaned=()):
     latest = _by_name(manifest, manifest["latest"]) if manifest["latest"] else None
-    return dict(changed=changed, image=public(image) or {}, latest=public(latest), previous_latest=public(previous),
-                pruned=[e["name"] for e in pruned], images=[public(e) for e in _sorted(manifest["images"])], orphaned=list(orphaned))
+    return _import_result(public, _sorted(manifest["images"]), latest, image, previous, pruned, changed, orphaned)
 
 
 def plan_import(manifest, image, keep_last, keep_days=None, now=None):

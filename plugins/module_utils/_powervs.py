@@ -48,11 +48,20 @@ OPTIONS = dict(
         retry_interval=dict(type="float", default=30.0),
     )),
 )
-PUBLIC = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "status", "storage_type", "created")
+EXTRA_FIELDS = ("storage_type", "created")  # what a PowerVS image record adds to _catalog.TARGET_IMAGE_FIELDS
 
 
-def _public(entry):
-    return {k: entry.get(k) for k in PUBLIC} if entry else None
+def new_module(spec, action, groups, needs_cos=False, **kwargs):
+    """The ReplicationModule of a PowerVS module (pvs_import, pvs_image_info): option target, the libraries checked."""
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos  # pylint: disable=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule  # pylint: disable=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils._powervs_client import IMPORT_ERROR  # pylint: disable=import-outside-toplevel
+
+    module = ReplicationModule(dict(spec, target=dict(type="str", choices=["powervs"], default="powervs")), groups=groups, action=action, **kwargs)
+    if needs_cos:
+        module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
+    module.require_library("ibm-cloud-sdk-core", IMPORT_ERROR)
+    return module
 
 
 class Target(_providers.Target):
@@ -62,7 +71,8 @@ class Target(_providers.Target):
         super().__init__(params)
         self.pvs = params.get("powervs") or {}
         if not self.pvs:
-            raise ReplicationError("Failed to use target powervs: option powervs is not set; give its workspace_id, crn and api_key")
+            raise ReplicationError("Failed to use target powervs for %s: option powervs is not set; give its workspace_id, crn, region or url "
+                                   "and api_key" % params.get("server"))
         self.server = params["server"]
         self._name = re.compile(r"^%s-(\d{8}-\d{6})$" % re.escape(_naming.check_server(self.server)))
         self._client = None
@@ -120,11 +130,9 @@ class Target(_providers.Target):
         active = [e for e in entries if e["status"] == "active"]
         return {"images": active, "latest": active[-1]["name"] if active else None}
 
-    def _result(self, manifest, entries, image, previous, pruned, changed, orphaned=()):
-        latest = next((e for e in manifest["images"] if e["name"] == manifest["latest"]), None)
-        return dict(changed=changed, image=_public(image) or {}, latest=_public(latest), previous_latest=_public(previous),
-                    pruned=[e["name"] for e in pruned], images=[_public(e) for e in manifest["images"]], orphaned=list(orphaned),
-                    orphans=[_public(e) for e in entries if e["status"] != "active"])
+    @staticmethod
+    def _result(manifest, entries, image, previous, pruned, changed, orphaned=()):
+        return _catalog.target_import_result(manifest, entries, image, previous, pruned, changed, orphaned, ("active",), EXTRA_FIELDS)
 
     # --- verbs ----------------------------------------------------------------------------------------------------------------
     def info(self):

@@ -83,23 +83,17 @@ orphans:
   sample: []
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _powervs_client, _providers
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
-from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
+from ansible_collections.vmimage.replication.plugins.module_utils import _powervs, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC
 
 
 def run(module):
-    if not module.params["powervs"]:
-        raise ReplicationError("Failed to list images of %s in PowerVS: set powervs (workspace_id, crn, region or url, api_key)" % module.params["server"])
     return _providers.target(module.params).info()
 
 
 def main():
-    spec = dict(target=dict(type="str", choices=["powervs"], default="powervs"), bucket=dict(type="str", required=False),
-                cos=dict(COS_SPEC["cos"], required=False))
-    module = ReplicationModule(spec, groups=("catalog",), action="list images in PowerVS")
-    module.require_library("ibm-cloud-sdk-core", _powervs_client.IMPORT_ERROR)
-    module.run(run)
+    spec = dict(bucket=dict(type="str", required=False), cos=dict(COS_SPEC["cos"], required=False))
+    _powervs.new_module(spec, "list images in PowerVS", groups=("catalog",)).run(run)
 
 
 if __name__ == "__main__":

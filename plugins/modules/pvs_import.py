@@ -171,17 +171,14 @@ job:
   sample: {id: 6d8f7e0a-1b2c-4d3e-8f9a-0b1c2d3e4f5a, state: completed, status: completed, progress: 100.0, message: image imported}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _powervs_client, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _powervs, _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
-from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
     p = module.params
     if p["keep_last"] < 1 or (p["keep_days"] is not None and p["keep_days"] < 0):
         raise ReplicationError("Failed to import image of %s into PowerVS: keep_last must be 1 or more and keep_days 0 or more" % p["server"])
-    if not p["powervs"]:
-        raise ReplicationError("Failed to import image of %s into PowerVS: set powervs (workspace_id, crn, region or url, api_key)" % p["server"])
     target = _providers.target(p)
     if p["state"] == "absent":
         result = target.remove_image(p["name"], force=p["force"], check_mode=module.check_mode)
@@ -195,7 +192,6 @@ def run(module):
 
 def main():
     spec = dict(
-        target=dict(type="str", choices=["powervs"], default="powervs"),
         key=dict(type="str", no_log=False),
         snapshot_time=dict(type="str"),
         sha256=dict(type="str"),
@@ -208,11 +204,8 @@ def main():
         wait_timeout=dict(type="int", default=21600),
         wait_sleep=dict(type="float", default=30.0),
     )
-    module = ReplicationModule(spec, groups=("cos", "catalog"), action="import image into PowerVS",
-                               required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])])
-    module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
-    module.require_library("ibm-cloud-sdk-core", _powervs_client.IMPORT_ERROR)
-    module.run(run)
+    _powervs.new_module(spec, "import image into PowerVS", groups=("cos", "catalog"), needs_cos=True,
+                        required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])]).run(run)
 
 
 if __name__ == "__main__":
