@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-utils e2fsprogs openssh-server openssh-client rsync make git python3-venv shellcheck libvirt-dev pkg-config)
+APT_PACKAGES=(qemu-utils qemu-block-extra e2fsprogs openssh-server openssh-client rsync make git python3-venv shellcheck libvirt-dev pkg-config)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

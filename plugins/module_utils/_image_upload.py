@@ -3,24 +3,26 @@
 # SPDX-License-Identifier: Apache-2.0
 """One pass from a raw volume to a compressed QCOW2 object: convert on every core while the parts upload.
 
-Used by the image_upload module. The QCOW2 is spooled to a local file (the upload
-reads its parts from there, the sha256 and ``qemu-img check`` need it whole) and
-removed whatever happens. The object gets the metadata every upload of this
-collection carries; its sha256 is known only at the end, so a multipart object
-is given it by a server-side copy onto itself.
+Used by the image_upload module. Nothing is written locally: parts are sent from
+memory as soon as they are whole, part 1 (the header and tables, written last)
+is held in memory until the end (``_stream_upload``). The object is verified
+where it is stored, after CompleteMultipartUpload and before anything can
+register it: read back once (its sha256, and every part's MD5 against the part
+sent) and checked by qemu-img reading the object itself (``_qemu.verify_object``);
+a failure deletes it. Its sha256 and guest digest are known only then, so a
+multipart object is given them by a server-side copy onto itself.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import os
 import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _digest, _files, _multipart, _qcow2, _qemu, _stream
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError, terminate_as_error
-from ansible_collections.vmimage.replication.plugins.module_utils._stream_upload import GrowingUpload
+from ansible_collections.vmimage.replication.plugins.module_utils._stream_upload import PartsDiffer, StreamedUpload
 
 
 def check_cluster_size(cluster_size):
@@ -97,87 +99,116 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
         os.close(fd)
 
 
-def spool_path(work_dir, bucket, key):
-    return os.path.join(work_dir, ".%s_%s.stream.partial" % (bucket, key.replace("/", "_")))
+READ_BACK_BYTES = 8 * _multipart.MIB  # window of the read-back: memory stays flat
 
 
-def open_spool(path, bucket, key):
-    """The spool, locked for this run: one left by a killed run is taken over, one in use is an error."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def read_back(client, bucket, key, ranges, md5s):
+    """sha256 of the stored object, read once in order; each part's bytes must have the MD5 of the part sent."""
+    where = "s3://%s/%s" % (bucket, key)
+    size = sum(length for _number, _offset, length in ranges)
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    whole = hashlib.sha256()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise ReplicationError("Failed to stream to s3://%s/%s: another run is streaming it now (its spool %s is locked); "
-                               "wait for it to end" % (bucket, key, path), bucket=bucket, key=key) from None
-    os.ftruncate(fd, 0)
-    return fd
-
-
-def write_all(fd, data):
-    """``os.write`` until all of ``data`` is written (a short write would shift every later offset)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+        for (number, _offset, length), expected in zip(ranges, md5s):
+            part = hashlib.md5()  # nosec - compared with the MD5 of the part sent
+            left = length
+            while left:
+                data = body.read(min(left, READ_BACK_BYTES))
+                if not data:
+                    raise ReplicationError("Failed to verify the stored object %s: it ends in part %d, %d bytes short of the %d uploaded; "
+                                           "it was deleted, run again" % (where, number, left, size), bucket=bucket, key=key)
+                part.update(data)
+                whole.update(data)
+                left -= len(data)
+            if part.hexdigest() != expected:
+                raise ReplicationError("Failed to verify the stored object %s: part %d (%d bytes) reads back with MD5 %s, the part sent had %s; "
+                                       "it was deleted, run again" % (where, number, length, part.hexdigest(), expected), bucket=bucket, key=key)
+        if body.read(1):
+            raise ReplicationError("Failed to verify the stored object %s: it is longer than the %d bytes uploaded; it was deleted, run again"
+                                   % (where, size), bucket=bucket, key=key)
+    finally:
+        body.close()
+    return whole.hexdigest()
 
 
 def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, clock, **extra):
-    started = clock()
-    src, bucket, key = params["src"], params["bucket"], params["key"]
     layout = _qcow2.Layout(virtual_size, params["cluster_size"])
     chunks = _stream.chunk_plan(list(_files.data_extents(fd, virtual_size)), virtual_size, _stream.alignment(layout.cluster_size))
-    digest = _digest.GuestDigest(virtual_size)
     data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in chunks)
-    work_dir = params["work_dir"]
-    spool = spool_path(work_dir, bucket, key)
-    _qemu.check_free_space(layout.uncompressed_size(data_clusters), work_dir, _files.free_bytes(work_dir))
-    # Part 1 is sent last because it holds the front, written last: it must hold all of it (large clusters, huge disks).
-    part_size = _multipart.plan_part_size(layout.upper_bound(data_clusters), max(params["part_size_mb"] * _multipart.MIB, layout.data_start))
-    out = open_spool(spool, bucket, key)
-    upload = None
-    done = False
+    part_size = _multipart.plan_part_size(layout.upper_bound(data_clusters), params["part_size_mb"] * _multipart.MIB)
+    resume = _multipart.find_resumable(client, params["bucket"], params["key"], params["keep_incomplete"])
     try:
-        upload = GrowingUpload(client, bucket, key, spool, out, part_size, params["concurrency"], metadata,
-                               _multipart.find_resumable(client, bucket, key, params["keep_incomplete"]), front=layout.data_start)
-        writer = _qcow2.StreamWriter(layout, lambda data: write_all(out, data), lambda data, offset: os.pwrite(out, data, offset),
-                                     params["compression_type"])
+        return _attempt(client, params, fd, layout, chunks, part_size, compress, dict(metadata), progress, clock, resume, extra)
+    except PartsDiffer:
+        # The interrupted upload holds other bytes (another source state or conversion): nothing is spooled to resend
+        # the parts already made, so that upload is aborted and the conversion starts again into a fresh one.
+        _cos.abort_upload(client, params["bucket"], params["key"], resume[0])
+    return _attempt(client, params, fd, layout, chunks, part_size, compress, dict(metadata), progress, clock, (None, {}), extra)
+
+
+def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, progress, clock, resume, extra):
+    started = clock()
+    src, bucket, key = params["src"], params["bucket"], params["key"]
+    digest = _digest.GuestDigest(layout.virtual_size)
+    upload = StreamedUpload(client, bucket, key, part_size, params["concurrency"], dict(metadata), resume, front=layout.data_start)
+    done = created = retry = False
+    try:
+        writer = _qcow2.StreamWriter(layout, upload.write, upload.pwrite, params["compression_type"])
         if progress is not None:
             progress.update(0, total=sum(length for _offset, length in chunks), force=True)
-        read = _stream.convert(fd, virtual_size, writer, compress, params["threads"], on_final=upload.on_final,
+        read = _stream.convert(fd, layout.virtual_size, writer, compress, params["threads"],
                                on_progress=(lambda count, total: progress.update(count)) if progress is not None else None,
                                chunks=chunks, digest=digest)
         metadata[_digest.METADATA_KEY] = digest.hexdigest()
         size = writer.finish()
-        verified = _qemu.verify_output(spool, "qcow2", src, "raw", params["verify"])
         multipart = upload.send_rest(size)
-        sha256 = _files.sha256_file(spool)  # while the last parts are on their way
-        metadata["sha256"] = sha256
         if multipart:
-            md5s = upload.complete()
-            parts, resumed = len(md5s), len(upload.kept)
-            _cos.set_metadata(client, bucket, key, size, metadata)
+            md5s, ranges = upload.complete(), upload.part_ranges()
+            parts, resumed, sent = len(md5s), len(upload.kept), upload.sent_bytes
         else:
-            data = _multipart.read_part(out, 0, size, spool)
+            data = upload.front_bytes(size)
+            md5s, ranges = [hashlib.md5(data).hexdigest()], [(1, 0, size)]  # nosec - S3 integrity
+            metadata["sha256"] = hashlib.sha256(data).hexdigest()
             client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata,
-                              ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode("ascii"))  # nosec - S3 integrity
-            parts, resumed = 1, 0
+                              ContentMD5=base64.b64encode(bytes.fromhex(md5s[0])).decode("ascii"))
+            parts, resumed, sent = 1, 0, size
             if upload.upload_id is not None:  # an interrupted upload of a larger image: it cannot be finished now
                 _cos.abort_upload(client, bucket, key, upload.upload_id)
+        created = True
+        checked = clock()
+        sha256 = read_back(client, bucket, key, ranges, md5s)
+        verified = _qemu.verify_object(client, bucket, key, size, "qcow2", src, "raw", params["verify"])
+        verify_seconds = clock() - checked
+        if multipart:
+            metadata["sha256"] = sha256
+            _cos.set_metadata(client, bucket, key, size, metadata)  # deletes the object if it fails
         stored = _cos.head(client, bucket, key)
         if stored is None or stored["size"] != size or stored["metadata"].get("sha256") != sha256:
             raise ReplicationError("Failed to upload s3://%s/%s: the stored object does not have the size %d and sha256 %s just written; "
-                                   "retry the upload" % (bucket, key, size, sha256))
+                                   "retry the upload" % (bucket, key, size, sha256), bucket=bucket, key=key)
         done = True
+    except PartsDiffer:
+        retry = True  # the caller converts again: neither the upload (it aborts it) nor the progress is final
+        raise
     finally:
-        if upload is not None:
-            upload.close(abort=not done and not params["keep_incomplete"])
-        _files.remove(spool)  # while still locked: a run that starts now makes its own
-        os.close(out)
-        if progress is not None:
-            progress.finish(*(() if done else ("failed",)))
+        upload.close(abort=not done and not retry and not params["keep_incomplete"])
+        if created and not done:
+            _delete_unverified(client, bucket, key)
+        if progress is not None and not done and not retry:
+            progress.finish("failed")
+    if progress is not None:
+        progress.finish()
     seconds = max(clock() - started, 1e-6)
-    sent = upload.sent_bytes if multipart else size
-    return _result(key, virtual_size, size=size, compression_ratio=round(virtual_size / float(size), 2), sha256=sha256, etag=stored["etag"],
-                   metadata=stored["metadata"], parts=parts, resumed_parts=resumed, uploaded_bytes=sent, read_bytes=read,
+    return _result(key, layout.virtual_size, size=size, compression_ratio=round(layout.virtual_size / float(size), 2), sha256=sha256,
+                   etag=stored["etag"], metadata=stored["metadata"], parts=parts, resumed_parts=resumed, uploaded_bytes=sent, read_bytes=read,
                    seconds=round(seconds, 3), bytes_per_second=int(read / seconds), verified=verified, changed=True,
-                   clusters=dict(writer.stored_clusters), part_size=part_size, guest_sha256=digest.hexdigest(), **extra)
+                   clusters=dict(writer.stored_clusters), part_size=part_size, guest_sha256=digest.hexdigest(),
+                   verify_seconds=round(verify_seconds, 3), **extra)
+
+
+def _delete_unverified(client, bucket, key):
+    """An object that failed its verification must not be registered: remove it (the failure is the one to report)."""
+    try:
+        _cos.delete_object(client, bucket, key)
+    except Exception:  # pylint: disable=broad-except
+        pass

@@ -52,7 +52,7 @@ def read_part(fd, offset, length, path):
     return data
 
 
-def _list_parts(client, bucket, key, upload_id):
+def list_parts(client, bucket, key, upload_id):
     parts = {}
     kwargs = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     while True:
@@ -74,7 +74,7 @@ def find_resumable(client, bucket, key, keep_incomplete=False):
     if not uploads:
         return None, {}
     for upload in uploads:
-        upload["parts"] = _list_parts(client, bucket, key, upload["upload_id"])
+        upload["parts"] = list_parts(client, bucket, key, upload["upload_id"])
     newest = max(uploads, key=lambda upload: (upload["initiated"] is not None, upload["initiated"], len(upload["parts"])))
     if not keep_incomplete:
         for stale in uploads:
@@ -125,7 +125,12 @@ def send_part(client, bucket, key, upload_id, fd, path, number, offset, length, 
     """Send one part with its Content-MD5; ``(number, ETag, MD5)``, the ETag checked to be the MD5 unless it is opaque."""
     if stop.is_set():
         return number, None, None
-    data = read_part(fd, offset, length, path)
+    return send_bytes(client, bucket, key, upload_id, number, read_part(fd, offset, length, path), counter)
+
+
+def send_bytes(client, bucket, key, upload_id, number, data, counter):
+    """Send part ``number`` held in memory; ``(number, ETag, MD5)`` as ``send_part``."""
+    length = len(data)
     digest = hashlib.md5(data)  # nosec - S3 part integrity, not security
     response = client.upload_part(
         Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,

@@ -12,16 +12,18 @@ source and options converts nothing. Stdlib only; no Ansible imports.
 from __future__ import annotations
 
 import errno
+import http.server
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import subprocess
 import threading
 import time
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _files
+from ansible_collections.vmimage.replication.plugins.module_utils import _digest, _files
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError, terminate_as_error
 from ansible_collections.vmimage.replication.plugins.module_utils._naming import CREATED_BY
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
@@ -241,6 +243,78 @@ def verify_output(path, fmt, src, src_format, mode):
                                    % (path, src, (_stderr(proc.stdout) + " " + _stderr(proc.stderr)).strip()))
         done = "compare"
     return done
+
+
+class _ObjectRelay(http.server.BaseHTTPRequestHandler):
+    """Serves one object to qemu's curl driver on loopback: HEAD, and GET of byte ranges, each a ranged GetObject.
+
+    qemu-img thus reads the stored object itself, and only the ranges it asks for, while the credentials
+    stay in this process: neither a presigned URL nor a key appears in qemu-img's argv.
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args):  # pylint: disable=arguments-differ
+        pass  # no request log on stderr
+
+    def _allowed(self):
+        if self.path != "/" + self.server.token:
+            self.send_error(404)
+            return False
+        return True
+
+    def do_HEAD(self):  # noqa: N802 - http.server's name
+        if self._allowed():
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.server.size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if not self._allowed():
+            return
+        match = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range") or "")
+        first, last = (int(match.group(1)), int(match.group(2) or self.server.size - 1)) if match else (0, self.server.size - 1)
+        last = min(last, self.server.size - 1)
+        try:
+            body = self.server.read(first, last + 1 - first)
+        except Exception:  # pylint: disable=broad-except
+            self.send_error(502)  # qemu-img reports the failed read, which names the object
+            return
+        self.send_response(206 if match else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        if match:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (first, first + len(body) - 1, self.server.size))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def verify_object(client, bucket, key, size, fmt, src, src_format, mode):
+    """``verify_output`` on the stored object ``s3://bucket/key`` (``size`` bytes), read by qemu-img over a loopback relay."""
+    if mode == "none":
+        return "none"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ObjectRelay)
+    server.daemon_threads = True
+    server.read, server.size = _digest.object_reader(client, bucket, key, size), size
+    server.token = secrets.token_urlsafe(24)
+    url = "http://127.0.0.1:%d/%s" % (server.server_address[1], server.token)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    name = "json:" + json.dumps({"driver": fmt, "file": {"driver": "http", "url": url, "readahead": 1048576, "timeout": 60}})
+    where = "s3://%s/%s" % (bucket, key)
+    try:
+        return verify_output(name, fmt, src, src_format, mode)
+    except ReplicationError as exc:
+        message = exc.msg.replace(name, where).replace(url, where)
+        if "Unknown driver 'http'" in message or "Unknown protocol" in message:
+            message += " (qemu's curl driver is missing: install qemu-block-extra on Debian/Ubuntu, qemu-kvm-block-curl on RHEL)"
+        raise ReplicationError("Failed to verify the stored object %s: %s" % (where, message.replace("Failed to ", "", 1)),
+                               bucket=bucket, key=key) from None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def _identity(params, src_format):

@@ -12,27 +12,31 @@ version_added: 0.1.0
 description:
   - Reads a raw disk image file or block device once (files only where they hold data), compresses its
     clusters on every core, and writes a QCOW2 (version 3) front to back. Each multipart part is
-    uploaded as soon as its bytes are final, while later clusters are still being compressed; the
-    first part, which holds the header and tables, is sent last.
+    uploaded from memory as soon as its bytes are final, while later clusters are still being compressed; the
+    first part, which holds the header and tables, is held in memory and sent last.
   - The same image (guest content, format, compression) that M(vmimage.replication.qemu_convert) followed by
     M(vmimage.replication.cos_upload) give, though not byte for byte, in about the time of the compression alone.
-    C(qemu-img check) verifies it before the upload is completed (O(verify)), and every part is checked by its MD5.
-  - The QCOW2 is spooled to O(work_dir) (it needs the compressed size there; the run starts only when the
-    uncompressed size of the data is free) and removed whatever happens. A failed upload is aborted unless
-    O(keep_incomplete=true).
+    Every part is checked by its MD5 when sent and again before the upload is completed.
+  - Nothing is written to local disk, whatever the size of the disk; memory stays bounded (part 1, the part
+    being filled and at most 96 MiB of parts in flight, besides the compression threads' chunks).
+  - The stored object is verified before the module returns, so before anything registers it: it is read back
+    once (its sha256, and each part's MD5 against the part sent) and C(qemu-img check) reads the object itself
+    (O(verify)). An object that fails is deleted and the module fails naming it. A failed upload is aborted
+    unless O(keep_incomplete=true).
   - Resumable. An interrupted multipart upload of the same key is continued. The conversion is
-    deterministic, so the parts already stored whose MD5 matches are kept, not sent again.
+    deterministic, so the parts already stored whose MD5 matches are kept, not sent again. When a stored
+    part differs, that upload is aborted and the source is converted again into a new one.
   - Idempotent. When the object at O(key) was made from the same state of O(src) (its size,
     modification time and inode, recorded as C(src-fingerprint)) with the same conversion, nothing
     is read or sent. Block devices have no such fingerprint and are always converted.
   - The object carries C(created-by), C(sha256), C(format), C(virtual-size), C(conversion) and
-    C(src-fingerprint) besides O(metadata). The sha256 is known only at the end, so a multipart
-    object is given its metadata by a server-side copy onto itself.
+    C(src-fingerprint) and C(guest-sha256) besides O(metadata). The sha256 and the guest digest are known only
+    at the end, so a multipart object is given them by a server-side copy onto itself.
 author:
   - vmimage.replication contributors (@vmimage)
 requirements:
   - ibm-cos-sdk
-  - qemu-img (for O(verify))
+  - qemu-img with qemu's curl block driver (Debian package qemu-block-extra), for O(verify)
   - zlib-ng (optional, Python library; zlib output with about 2.5 times less CPU)
   - zstandard (Python library, only for O(compression_type=zstd))
 extends_documentation_fragment:
@@ -67,10 +71,9 @@ options:
     required: true
   work_dir:
     description:
-      - Directory for the local spool of the QCOW2 while it is uploaded. It must have room for the
-        compressed image (checked before starting, against an upper bound).
+      - Accepted so that playbooks written for earlier versions keep working; nothing is written there.
+        When given it must be a directory.
     type: path
-    required: true
   metadata:
     description:
       - Extra user metadata for the object. Keys are lower-case letters, digits and hyphens,
@@ -110,8 +113,10 @@ options:
     default: 4
   verify:
     description:
-      - V(check) runs C(qemu-img check) on the finished QCOW2 before the upload is completed.
-      - V(compare) also compares it with O(src) cluster by cluster (reads both again).
+      - V(check) runs C(qemu-img check) on the stored object, read by qemu-img over a loopback relay of ranged
+        GETs (only its metadata is read); no URL or credential is put on its command line.
+      - V(compare) also compares the stored object with O(src) cluster by cluster (reads both again).
+      - Whatever this says, the object is read back once for its sha256 and its parts' MD5s.
     type: str
     choices: [none, check, compare]
     default: check
@@ -126,9 +131,12 @@ options:
     type: bool
     default: false
 notes:
-  - Memory holds a few compressed chunks per thread, O(concurrency) parts in flight, and two bytes per stored
-    cluster for the refcounts (32 MiB per TiB of output at 64 KiB clusters).
-  - Two runs may not stream the same bucket and key from the same O(work_dir) at once; the second fails at the start.
+  - Memory holds a few compressed chunks per thread, part 1, the part being filled, at most 96 MiB of parts in
+    flight, and two bytes per stored cluster for the refcounts (32 MiB per TiB of output at 64 KiB clusters).
+    Above about 150 GiB of stored data the parts grow past O(part_size_mb) (10,000 parts at most), and with them
+    the memory.
+  - The object is completed under O(key) and then verified; an object that fails verification is deleted, so an
+    earlier object under the same key is not kept. Use a new key per snapshot (the role does).
 seealso:
   - module: vmimage.replication.qemu_convert
   - module: vmimage.replication.cos_upload
@@ -145,7 +153,6 @@ EXAMPLES = r"""
     src: /var/lib/vmimage/snapshots/web01-20250101-120000.img
     bucket: dr-images
     key: images/web01/web01-20250101-120000.qcow2
-    work_dir: /var/tmp/work/web01
     metadata:
       source-server: web01
       snapshot-time: "2025-01-01T12:00:00Z"
@@ -245,7 +252,7 @@ bytes_per_second:
   type: int
   sample: 69715945
 verified:
-  description: What verified the QCOW2 before the upload was completed, V(none), V(check) or V(compare).
+  description: What qemu-img did with the stored object before the module returned, V(none), V(check) or V(compare).
   returned: always
   type: str
   sample: check
@@ -264,6 +271,11 @@ changed:
   returned: always
   type: bool
   sample: true
+verify_seconds:
+  description: Wall time of the verification of the stored object (read back, qemu-img), in seconds.
+  returned: when changed and not in check mode
+  type: float
+  sample: 1.2
 part_size:
   description: Part size used, in bytes.
   returned: when changed and not in check mode
@@ -271,7 +283,6 @@ part_size:
   sample: 16777216
 """
 
-import errno
 import os
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _qemu
@@ -284,7 +295,7 @@ OPTIONS = dict(
     src=dict(type="path", required=True),
     bucket=dict(type="str", required=True),
     key=dict(type="str", required=True, no_log=False),
-    work_dir=dict(type="path", required=True),
+    work_dir=dict(type="path"),
     metadata=dict(type="dict", default={}),
     compression_type=dict(type="str", choices=["zlib", "zstd"], default="zlib"),
     deflate_library=dict(type="str", choices=["auto", "zlib", "zlib-ng"], default="auto"),
@@ -304,7 +315,7 @@ def _check_params(params):
     if params["part_size_mb"] < 5 or params["concurrency"] < 1 or params["threads"] < 0:
         raise ReplicationError("Failed to stream source disk %s: part_size_mb must be at least 5, concurrency at least 1 "
                                "and threads 0 or more" % src)
-    if not os.path.isdir(params["work_dir"]):
+    if params["work_dir"] is not None and not os.path.isdir(params["work_dir"]):
         raise ReplicationError("Failed to stream source disk %s: work_dir %s is not a directory; create it first" % (src, params["work_dir"]))
     try:
         _image_upload.check_cluster_size(params["cluster_size"])
@@ -321,9 +332,6 @@ def run(module):
     params["threads"] = params["threads"] or os.cpu_count() or 1
 
     def local_error(exc):
-        if exc.errno == errno.ENOSPC:
-            return ("Failed to stream source disk %s to s3://%s/%s: no space left in work_dir %s, where the compressed image is spooled; "
-                    "free space there or choose a work_dir on a larger file system" % (params["src"], bucket, key, params["work_dir"]))
         return "Failed to stream source disk %s to s3://%s/%s at %s: %s" % (params["src"], bucket, key, cos["endpoint"], exc)
     with _cos.naming_errors("upload", cos, bucket, key, local_error):
         _check_params(params)

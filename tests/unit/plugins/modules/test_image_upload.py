@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from tests.harness import final_result, spawn_module
 from tests.contract import assert_return_contract
 from tests.unit.plugins.module_utils.test__qcow2 import noise, text, write_sparse
 from tests.unit.plugins.modules.test_cos_upload import downloaded_sha256, pending, wait_for_parts
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _progress, _qemu
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _image_upload, _progress, _qemu, _stream_upload
 
 MIB = 1024 * 1024
 RETURN_KEYS = {"bucket", "key", "endpoint", "format", "virtual_size", "size", "compression_ratio", "sha256", "etag", "metadata", "parts",
@@ -103,7 +104,7 @@ def test_block_device_source(s3_rclone, module_runner, tmp_path, work_dir, attac
     device = attach_loop(src)
     bucket, key = s3_rclone.make_bucket("image-upload-blockdev"), "images/blk/blk.qcow2"
     first = module_runner("image_upload", args(s3_rclone, bucket, key, device, work_dir, verify="compare"))
-    assert not first.get("failed"), first
+    assert not first.get("failed"), first.get("msg")
     assert first["virtual_size"] == 64 * MIB and first["read_bytes"] == 64 * MIB, "a block device is read whole"
     assert first["metadata"]["src-fingerprint"] == ""
     assert downloaded_matches(s3_rclone, bucket, key, src, tmp_path)
@@ -122,7 +123,7 @@ def test_killed_stream_resumes_keeping_the_parts_sent(s3_server, bucket, module_
         process.send_signal(signal.SIGKILL)
         process.communicate()
     assert len(pending(s3_server, bucket, key)) == 1 and _cos.head(s3_server.client(), bucket, key) is None
-    assert os.listdir(work_dir), "a killed run leaves its spool (the next run removes it)"
+    assert os.listdir(work_dir) == [], "nothing is spooled, even by a killed run"
 
     resumed = module_runner("image_upload", module_args)
     assert not resumed.get("failed"), resumed
@@ -151,16 +152,42 @@ def test_a_failure_after_parts_were_sent_aborts_unless_kept(s3_server, bucket, m
     src = disk(tmp_path, noisy_mib=14)
     key = "images/web05/web05-%s.qcow2" % keep
 
-    def broken_check(*_args):
-        raise _image_upload.ReplicationError("Failed to check converted image: injected corruption")
-    monkeypatch.setattr(_qemu, "verify_output", broken_check)
+    def broken_listing(*_args):
+        raise _image_upload.ReplicationError("Failed to list the parts: injected failure")
+    monkeypatch.setattr(_stream_upload.StreamedUpload, "_check_listed", broken_listing)
     failed = module_runner("image_upload", args(s3_server, bucket, key, src, work_dir, part_size_mb=5, keep_incomplete=keep,
                                                 progress_file=str(tmp_path / "p")))
-    assert failed.get("failed") and "injected corruption" in failed["msg"], failed
+    assert failed.get("failed") and "injected failure" in failed["msg"], failed
     assert failed["bucket"] == bucket and failed["key"] == key
     assert _cos.head(s3_server.client(), bucket, key) is None
     assert len(pending(s3_server, bucket, key)) == (1 if keep else 0)
     assert _progress.read(str(tmp_path / "p"))["state"] == "failed"
+
+
+def test_a_stored_object_that_fails_qemu_img_check_is_deleted(s3_server, bucket, module_runner, tmp_path, work_dir, monkeypatch):
+    key = "images/web05/web05-check.qcow2"
+    seen = []
+    real_verify = _qemu.verify_output
+
+    def spy(name, *rest):
+        seen.append(name)
+        return real_verify(name, *rest)
+    monkeypatch.setattr(_qemu, "verify_output", spy)
+    # The store damages the object after it was completed (a broken L1 pointer), before qemu-img reads it.
+    monkeypatch.setattr(_image_upload, "read_back", lambda client, b, k, ranges, md5s: _break_header(client, b, k))
+    failed = module_runner("image_upload", args(s3_server, bucket, key, disk(tmp_path, noisy_mib=6), work_dir, part_size_mb=5))
+    assert failed.get("failed") and "Failed to verify the stored object s3://%s/%s" % (bucket, key) in failed["msg"], failed
+    assert seen and seen[0].startswith("json:") and "127.0.0.1" in seen[0], "qemu-img read the object over the loopback relay"
+    assert "127.0.0.1" not in failed["msg"] and SECRET_ACCESS_KEY not in json.dumps(failed)
+    assert _cos.head(s3_server.client(), bucket, key) is None and pending(s3_server, bucket, key) == []
+
+
+def _break_header(client, bucket, key):
+    """Rewrite the object with a broken L1 table pointer, as a damaged store would serve it; the sha256 of what is stored."""
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[40:48] = (len(data) * 4).to_bytes(8, "big")  # l1_table_offset far past the end
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_terminated_run_cleans_up(s3_server, bucket, tmp_path, work_dir):
@@ -201,27 +228,14 @@ def test_non_raw_sources_and_bad_options_fail_clearly(s3_rclone, module_runner, 
 
 
 def test_part_one_holds_the_whole_front_with_large_clusters(s3_rclone, module_runner, tmp_path, work_dir):
-    # 2 MiB clusters: header, L1 and refcount table take 6 MiB, more than a 5 MiB part. Part 1 grows to hold them,
-    # so no later part is sent before the front is written.
+    # 2 MiB clusters: header, L1 and refcount table take 6 MiB, more than a 5 MiB part. Part 1 is the front
+    # (held in memory until the end), the other parts keep their size.
     src = disk(tmp_path, noisy_mib=14)
     bucket, key = s3_rclone.make_bucket("image-upload-front"), "images/big/big.qcow2"
     done = module_runner("image_upload", args(s3_rclone, bucket, key, src, work_dir, cluster_size=2 * MIB, part_size_mb=5))
     assert not done.get("failed"), done
-    assert done["part_size"] >= 6 * MIB and done["parts"] >= 2, done
+    assert done["part_size"] == 5 * MIB and done["parts"] == 1 + -(-(done["size"] - 6 * MIB) // (5 * MIB)), done
     assert downloaded_matches(s3_rclone, bucket, key, src, tmp_path)
-
-
-def test_one_run_per_spool_at_a_time(tmp_path):
-    path = _image_upload.spool_path(str(tmp_path), "bucket-a", "images/x/x.qcow2")
-    assert path != _image_upload.spool_path(str(tmp_path), "bucket-b", "images/x/x.qcow2")
-    first = _image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2")
-    try:
-        with pytest.raises(_image_upload.ReplicationError, match="another run is streaming it now"):
-            _image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2")
-    finally:
-        os.close(first)
-    os.close(_image_upload.open_spool(path, "bucket-a", "images/x/x.qcow2"))  # a spool left by a killed run is taken over
-    os.unlink(path)
 
 
 def test_a_smaller_image_replaces_an_unfinished_larger_upload(s3_server, bucket, module_runner, tmp_path, work_dir):
@@ -245,18 +259,19 @@ def test_an_object_whose_metadata_cannot_be_set_is_not_left(s3_server, bucket, m
     assert _cos.head(s3_server.client(), bucket, key) is None and pending(s3_server, bucket, key) == []
 
 
-def test_no_space_in_work_dir_names_it(s3_rclone, module_runner, tmp_path, monkeypatch):
+def test_a_work_dir_smaller_than_the_image_is_enough(s3_rclone, module_runner, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here: %s" % mounted.stderr.strip())
     try:
-        monkeypatch.setattr(_image_upload._files, "free_bytes", lambda directory: 1 << 40)  # pylint: disable=protected-access
-        bucket = s3_rclone.make_bucket("image-upload-enospc")
-        failed = module_runner("image_upload", args(s3_rclone, bucket, "k/full.qcow2", disk(tmp_path, noisy_mib=4), small))
-        assert failed.get("failed") and "no space left in work_dir %s" % small in failed["msg"], failed
+        bucket = s3_rclone.make_bucket("image-upload-small-work-dir")
+        src = disk(tmp_path, noisy_mib=8)
+        done = module_runner("image_upload", args(s3_rclone, bucket, "k/big.qcow2", src, small, part_size_mb=5))
+        assert not done.get("failed") and done["size"] > 8 * MIB and done["parts"] >= 2, done
         assert os.listdir(small) == [] and _cos.list_uploads(s3_rclone.client(), bucket) == []
+        assert downloaded_matches(s3_rclone, bucket, "k/big.qcow2", src, tmp_path)
     finally:
         subprocess.run(["umount", str(small)], check=False)
 
