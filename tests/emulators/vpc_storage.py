@@ -289,8 +289,8 @@ def _volume_profile(emu, region, name):
     per_gb = VOLUME_PROFILES[name]
     iops = {"type": "fixed", "value": 3000} if per_gb is None else {"type": "dependent"}
     return {"name": name, "href": emu.service_url(region) + "/volume/profiles/" + name, "family": "tiered" if per_gb else "custom",
-            "adjustable_capacity_states": {"type": "enum", "values": ["attached", "unattached"], "default": "attached"},
-            "adjustable_iops_states": {"type": "enum", "values": ["attached", "unattached"], "default": "attached"},
+            "adjustable_capacity_states": {"type": "enum", "values": ["attached", "unattached"]},
+            "adjustable_iops_states": {"type": "enum", "values": ["attached", "unattached"]},
             "bandwidth": {"type": "dependent"}, "boot_capacity": {"type": "range", "min": 10, "max": 250, "step": 1, "default": 100},
             "capacity": {"type": "range", "min": 10, "max": 16000, "step": 1, "default": 100}, "iops": iops,
             "storage_generation": {"type": "fixed", "value": 1}}
