@@ -166,9 +166,9 @@ class Source(Base, _providers.Source):
                 answer["volume_id"] = made["id"]
                 att = self.call(action, "instance %s" % inst["id"], "create_instance_volume_attachment", inst["id"], {"id": made["id"]},
                                 delete_volume_on_instance_delete=True, name=name)
-                self._wait_attached(inst["id"], att["id"], action)
+            att = self._wait_attached(inst["id"], att["id"], action)
             answer["attachment_id"] = att["id"]
-            answer["device"] = self._device(att["id"], action)
+            answer["device"] = self._device(att, action)
         except ReplicationError:
             if made is not None:
                 self.volume_detach(dict(answer))
@@ -176,13 +176,19 @@ class Source(Base, _providers.Source):
         return answer, changed
 
     def _wait_attached(self, instance_id, att_id, action):
+        """The attachment once ``attached`` (only then does it carry ``device.id``)."""
         def probe():
             att = self.call(action, "volume attachment %s" % att_id, "get_instance_volume_attachment", instance_id, att_id)
-            return att.get("status") == "attached", {"status": att.get("status")}
-        vpcc.wait(probe, self.params, "volume attachment %s" % att_id, ("deleting", "detaching"), action)
+            return att.get("status") == "attached", {"status": att.get("status"), "attachment": att}
+        return vpcc.wait(probe, self.params, "volume attachment %s" % att_id, ("deleting", "detaching"), action)["attachment"]
 
-    def _device(self, att_id, action):
-        link = vpcc.by_id_path(self.vpc["by_id_dir"], att_id)
+    def _device(self, att, action):
+        """The by-id link of an attached attachment, waited for (udev makes it a moment after ``attached``)."""
+        serial = (att.get("device") or {}).get("id")
+        if not serial:
+            raise ReplicationError("Failed to %s: volume attachment %s is attached but has no device.id; the VPC API did not say which "
+                                   "virtio serial the volume has" % (action, att.get("id")))
+        link = vpcc.by_id_path(self.vpc["by_id_dir"], serial)
         vpcc.wait(lambda: (os.path.exists(link), {"status": "present" if os.path.exists(link) else "absent"}), self.params,
                   "device link %s" % link, (), action)
         return link

@@ -200,17 +200,17 @@ def wait(probe, params, what, failure_states, action):
 
 
 # The virtio serial of an attached VPC volume, as the guest sees it under /dev/disk/by-id, is the first 20 characters of the
-# *volume attachment* id (not the volume id): IBM Cloud docs, "Using your Block Storage for VPC data volume"
-# (https://cloud.ibm.com/docs/vpc?topic=vpc-start-using-your-block-storage-data-volume), "lsblk ... /dev/disk/by-id/virtio-<id>".
+# attachment's ``device.id`` ("a unique identifier for the device which is exposed to the instance operating system",
+# present once the attachment is ``attached``); IBM's docs show links such as ``virtio-0736-35db69bb-d09b-4``.
 SERIAL_LENGTH = 20
-_ATTACHMENT_ID = re.compile(r"^[0-9a-z_-]+$")
+_DEVICE_ID = re.compile(r"^[0-9a-z_-]+$")
 
 
-def by_id_path(by_id_dir, attachment_id):
-    """``<by_id_dir>/virtio-<first 20 characters of the volume attachment id>``."""
-    if not attachment_id or not _ATTACHMENT_ID.match(attachment_id):
-        raise ValueError("volume attachment id %r is not an IBM Cloud VPC id" % (attachment_id,))
-    return os.path.join(by_id_dir, "virtio-%s" % attachment_id[:SERIAL_LENGTH])
+def by_id_path(by_id_dir, device_id):
+    """``<by_id_dir>/virtio-<first 20 characters of the attachment's device.id>``."""
+    if not device_id or not _DEVICE_ID.match(device_id):
+        raise ValueError("device id %r of a volume attachment is not an IBM Cloud VPC id" % (device_id,))
+    return os.path.join(by_id_dir, "virtio-%s" % device_id[:SERIAL_LENGTH])
 
 
 class Base:

@@ -10,6 +10,10 @@ A peer answers:
   ``read_device(device, size)``   the first ``size`` bytes of an attached device on the conversion host;
   ``foreign_snapshot(name)``      a snapshot of the server that the collection did not make; returns its name;
   ``host``                        the conversion host's id for ``volume_attach``.
+Optional:
+  ``boot_volume_size``            the boot volume's size as server_info reports it (default: the bytes written);
+  ``restore_makes_new_volume``    True where restore cannot roll a volume back (VPC): ``read_restored(result)`` then
+                                  reads the new volume that ``snapshot_restore`` answered with.
 
 A new adapter joins by adding its peer to ``PEERS`` (an emulator-backed one starts its emulator in the fixture).
 
@@ -32,6 +36,7 @@ import uuid
 import pytest
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _providers
+from tests.emulators.fixtures import vpc_emulator_factory  # noqa: F401 pylint: disable=unused-import
 
 
 class LocalPeer:
@@ -102,12 +107,81 @@ def local_loop(tmp_path):
     return LocalPeer(tmp_path, loop=True)
 
 
-PEERS = {"local": local_file, "local-loop": local_loop}
+class VpcPeer:
+    """Provider ibm_vpc: a fresh VPC emulator subprocess (tests/emulators) driven by the real SDK; volumes are files,
+    an attachment is a real loop device with its virtio-<device.id> link. Restore makes a new volume (VPC has no rollback)."""
+
+    provider = "ibm_vpc"
+    region = "us-south"
+    zone = "us-south-1"
+    boot_volume_size = 10 * 1024 ** 3  # VPC volumes are whole GB, 10 at least
+    restore_makes_new_volume = True
+
+    def __init__(self, emulator):
+        self.emu = emulator
+        self.boot = {}
+        self.host = emulator.seed_instance(self.region, name="conversion-host", zone=self.zone)["id"]
+
+    def settings(self, **extra):
+        return dict(api_key=self.emu.api_key_for_tests, region=self.region, endpoint=self.emu.service_url(self.region),
+                    iam_url=self.emu.iam_url, by_id_dir=self.emu.by_id_path, max_retries=2, retry_interval=0.05, **extra)
+
+    def source(self, **params):
+        base = {"provider": "ibm_vpc", "ibm_vpc": self.settings(), "wait_timeout": 30, "wait_sleep": 0.05}
+        base.update(params)
+        return _providers.source(base)
+
+    def server_params(self, name):
+        return {}
+
+    def make_server(self, name, data):
+        inst = self.emu.seed_instance(self.region, name=name, zone=self.zone, boot_capacity=10)
+        self.boot[name] = inst["boot_volume_attachment"]["volume"]["id"]
+        self.emu.write_volume(self.boot[name], data)
+        return name
+
+    def write_volume(self, name, data):
+        self.emu.write_volume(self.boot[name], data)
+
+    def _file(self, volume_id):
+        return os.path.join(self.emu.data_path, volume_id + ".img")
+
+    def read_volume(self, name):
+        with open(self._file(self.boot[name]), "rb") as handle:
+            return handle.read()
+
+    def read_restored(self, result):
+        with open(self._file(result["restored_volume"]["id"]), "rb") as handle:
+            return handle.read()
+
+    def read_device(self, device, size):
+        with open(device, "rb") as handle:
+            return handle.read(size)
+
+    def foreign_snapshot(self, name):
+        """A snapshot an operator took in the console: no created-by tag."""
+        snap = "%s-operator" % name
+        self.source().call("take a foreign snapshot", snap, "create_snapshot", {"source_volume": {"id": self.boot[name]}, "name": snap})
+        return snap
+
+    def volume_id(self, name):
+        return self.boot[name]
+
+
+def ibm_vpc_emulator(tmp_path, request):
+    if not _loop_available():
+        pytest.skip("the VPC emulator's attachments are loop devices: they need root and a free /dev/loopN")
+    return VpcPeer(request.getfixturevalue("vpc_emulator_factory")(delay=0.05))
+
+
+ibm_vpc_emulator.wants_request = True
+PEERS = {"local": local_file, "local-loop": local_loop, "ibm_vpc": ibm_vpc_emulator}
 
 
 @pytest.fixture(params=sorted(PEERS))
 def peer(request, tmp_path):
-    return PEERS[request.param](tmp_path)
+    make = PEERS[request.param]
+    return make(tmp_path, request) if getattr(make, "wants_request", False) else make(tmp_path)
 
 
 class BucketCatalogPeer:
