@@ -29,14 +29,39 @@ from tests.peers import s3  # noqa: E402
 from tests.peers.moto import moto_server, moto_session  # noqa: E402,F401  # pylint: disable=unused-import
 
 
+_SHARED_TMP = pytest.StashKey()
+
+
+def _controller(config):
+    """True in the process that runs the session as a whole: the only one, or pytest-xdist's controller (not a worker)."""
+    return not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """The controller lists /tmp (and $TMPDIR) before any worker starts: the leftover check covers the whole run."""
+    if _controller(session.config):
+        dirs = leftovers.shared_dirs()
+        session.config.stash[_SHARED_TMP] = (dirs, leftovers.snapshot(dirs))
+
+
+def pytest_sessionfinish(session):
+    """Once every worker has stopped its peers: fail the run, naming every leftover, if /tmp gained any."""
+    if not _controller(session.config) or _SHARED_TMP not in session.config.stash:
+        return
+    dirs, before = session.config.stash[_SHARED_TMP]
+    left = leftovers.leftovers(before, leftovers.snapshot(dirs))
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_line(leftovers.failure_message(left), red=True, bold=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_tmpdir(tmp_path_factory):
-    """Point TMPDIR (and tempfile) of the whole run at a pytest tmp dir; fail the run if /tmp gains leftovers.
-
-    A teardown error makes pytest exit non-zero, naming every leftover.
-    """
-    dirs = leftovers.shared_dirs()
-    before = leftovers.snapshot(dirs)
+    """Point TMPDIR (and tempfile) of this process (each xdist worker: its own) at a pytest tmp dir."""
     private = str(tmp_path_factory.mktemp("tmpdir"))
     saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
     os.environ["TMPDIR"] = tempfile.tempdir = private
@@ -46,10 +71,6 @@ def private_tmpdir(tmp_path_factory):
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = saved_env
-    left = leftovers.leftovers(before, leftovers.snapshot(dirs))
-    if left:
-        pytest.fail("the tests left these in the shared temporary directory (keep them under pytest's tmp dirs "
-                    "or remove them): %s" % ", ".join(left), pytrace=False)
 
 
 # Realistic keys: rclone refuses very short ones, and the leak tests search for them.

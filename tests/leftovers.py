@@ -40,3 +40,9 @@ def leftovers(before, after, patterns=PATTERNS):
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
                 found.append(os.path.join(path, name))
     return sorted(found)
+
+
+def failure_message(found):
+    """The run's failure text: what was left, and what to do about it."""
+    return ("FAILED: the tests left these in the shared temporary directory (keep them under pytest's tmp dirs "
+            "or remove them): %s" % ", ".join(found))

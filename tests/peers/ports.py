@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
+import threading
 import time
+
+# Under pytest-xdist each worker hands out ports from a slice of its own, below the kernel's ephemeral range
+# (32768+): a port one worker found free and is about to give a server can never be another worker's pick, nor a
+# client socket's local port. Outside xdist the kernel picks (bind to port 0).
+_WORKER_PORTS = (20000, 32000)
+_WORKER_SLICES = 8
+_lock = threading.Lock()
+_cursor = {}
+
+
+def _worker_index():
+    """0, 1, ... for xdist worker gw0, gw1, ...; None outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else None
+
+
+def _is_free(host, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nobody listens on at ``host`` now, and that no other worker of this run is handed."""
+    index = _worker_index()
+    if index is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return sock.getsockname()[1]
+    low, high = _WORKER_PORTS
+    size = (high - low) // _WORKER_SLICES
+    first = low + (index % _WORKER_SLICES) * size
+    with _lock:
+        # A random start (kept per process) so that two runs at once on this machine rarely meet; then onwards, so that
+        # a port handed out is not handed out again before the whole slice has been.
+        offset = _cursor.setdefault(host, random.randrange(size))
+        for step in range(size):
+            port = first + (offset + step) % size
+            if _is_free(host, port):
+                _cursor[host] = (offset + step + 1) % size
+                return port
+    raise RuntimeError("no free port in %d-%d on %s" % (first, first + size - 1, host))
 
 
 def wait_listening(host, port, timeout=30.0, process=None):

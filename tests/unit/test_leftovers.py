@@ -24,3 +24,8 @@ def test_snapshot_of_a_missing_directory_is_empty(tmp_path):
     (tmp_path / "runner-1").mkdir()
     listing = leftovers.snapshot([str(tmp_path), str(tmp_path / "missing")])
     assert listing == {str(tmp_path): {"runner-1"}, str(tmp_path / "missing"): set()}
+
+
+def test_failure_message_names_every_leftover_and_what_to_do():
+    text = leftovers.failure_message(["/tmp/runner-abc", "/tmp/weed.INFO"])
+    assert text.startswith("FAILED") and "/tmp/runner-abc, /tmp/weed.INFO" in text and "pytest's tmp dirs" in text
