@@ -250,7 +250,40 @@ class PowerVSPeer(BucketCatalogPeer):
         return key
 
 
-TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone")), "powervs": PowerVSPeer}
+class VpcImagesPeer(BucketCatalogPeer):
+    """Target ibm_vpc: the VPC emulator (tests/emulators/vpc_images.py) importing QCOW2 objects from rclone, checked with qemu-img."""
+
+    target_name = "ibm_vpc"
+    API_KEY = "vpcContractKey-7Hd2LqW9xZr4NtB8mKs"
+    REGION = "eu-de"
+
+    def __init__(self, request):
+        from tests.emulators.vpc_server import VpcEmulator
+
+        s3 = request.getfixturevalue("s3_rclone")
+        super().__init__(s3)
+        self.emulator = VpcEmulator(self.API_KEY, delay=0.05, s3={"endpoint": s3.endpoint, "access_key": s3.access_key_id,
+                                                                "secret_key": s3.secret_access_key, "region": s3.region})
+        self.emulator.start()
+        request.addfinalizer(self.emulator.stop)
+
+    def target(self, **params):
+        vpc = dict(api_key=self.API_KEY, region=self.REGION, endpoint=self.emulator.service_url(self.REGION), iam_url=self.emulator.iam_url,
+                   operating_system="debian-12-amd64", cos_region=self.s3.region, max_retries=2, retry_interval=0.05)
+        base = {"target": "ibm_vpc", "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/", "ibm_vpc": vpc,
+                "wait_timeout": 30, "wait_sleep": 0.05}
+        base.update(params)
+        return _providers.target(base)
+
+    def break_object(self, key):
+        """A QCOW2 magic with a header qemu-img refuses: the collection's own magic check passes, VPC's import fails."""
+        client = self.s3.client()
+        meta = client.head_object(Bucket=self.bucket, Key=key)["Metadata"]
+        client.put_object(Bucket=self.bucket, Key=key, Body=b"QFI\xfb" + b"\xff" * 4096, Metadata=meta)
+
+
+TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone")), "powervs": PowerVSPeer,
+                "ibm_vpc": VpcImagesPeer}
 
 
 @pytest.fixture(params=sorted(TARGET_PEERS))
