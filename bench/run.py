@@ -5,11 +5,15 @@
 Stages (each runs in its own child process, so its peak memory is its own):
   bound-read        read the source once (what "read once" costs)
   bound-compress    zlib (level 6, as qemu) over 64 KiB clusters with all cores, zero clusters skipped
+  bound-compress-zlib-ng  the same with zlib-ng (the library ours-zlib compresses with)
+  bound-compress-zstd     the same with zstd level 3 (the library and level of ours-zstd)
   bound-upload      upload that many compressed bytes from memory
   naive             qemu-img convert -c -O qcow2 to a local file, then ibm_boto3's default upload_file
   ours-zlib         the collection's data path: image_upload with its defaults (zlib output; zlib-ng when installed)
   ours-zlib-stdlib  the same with deflate_library=zlib (Python's zlib: what a host without zlib-ng gets)
   ours-zstd         the same with compression_type=zstd
+  ours-zlib-64g     ours-zlib on a 64 GiB sparse disk holding the same data at the same offsets
+  verify-target     image_verify at the target: the guest digest recomputed from the ours-zlib object
   staged-zlib       qemu_convert then cos_upload with their defaults (the path for non-raw sources)
 
 The source is a real ext4 image ~40% filled with real files (hack/sample_disk.py), cached under
@@ -36,8 +40,12 @@ COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
 CACHE = os.path.join(ROOT, ".cache", "bench")
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLUSTER = 64 * 1024
-STAGES = ("bound-read", "bound-compress", "bound-upload", "naive", "ours-zlib", "ours-zlib-stdlib", "ours-zstd", "staged-zlib")
-OURS = STAGES[4:]
+STAGES = ("bound-read", "bound-compress", "bound-compress-zlib-ng", "bound-compress-zstd", "bound-upload", "naive", "ours-zlib",
+          "ours-zlib-stdlib", "ours-zstd", "staged-zlib", "ours-zlib-64g", "verify-target")
+OURS = ("ours-zlib", "ours-zlib-stdlib", "ours-zstd", "staged-zlib", "ours-zlib-64g")
+# The compression bound of each of ours: the same library it compresses with.
+LIBRARY_BOUND = {"ours-zlib": "bound-compress-zlib-ng", "ours-zlib-64g": "bound-compress-zlib-ng", "ours-zlib-stdlib": "bound-compress",
+                 "ours-zstd": "bound-compress-zstd", "staged-zlib": "bound-compress"}
 ACCESS_KEY_ID = "AKIAVMIMAGE7BENCHKEY1"
 SECRET_ACCESS_KEY = "vmImgBench/7c1LxQ2wPn9VbT6yRu1sEoA4dHcJkM"
 
@@ -77,8 +85,26 @@ def stage_read(ctx):
     return dict(bytes_read=done)
 
 
+def _packer(library):
+    """``compress(cluster)`` as the stream packs one cluster with ``library`` (zlib, zlib-ng: qemu's deflate parameters; zstd level 3)."""
+    if library == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress
+    if library == "zlib-ng":
+        from zlib_ng import zlib_ng as lib
+    else:
+        lib = zlib
+
+    def deflate(block):
+        packer = lib.compressobj(6, lib.DEFLATED, -12, 9)
+        return packer.compress(block) + packer.flush()
+    return deflate
+
+
 def _compress_range(args):
-    path, start, stop = args
+    path, start, stop, library = args
+    compress = _packer(library)
     zero = bytes(CLUSTER)
     out = []
     with open(path, "rb") as handle:
@@ -87,22 +113,22 @@ def _compress_range(args):
             block = handle.read(CLUSTER)
             if not block or block == zero[:len(block)]:
                 continue
-            packer = zlib.compressobj(6, zlib.DEFLATED, -12, 9)  # qemu's qcow2 deflate parameters
-            data = packer.compress(block) + packer.flush()
+            data = compress(block)
             out.append(data if len(data) < len(block) else block)
     return b"".join(out)
 
 
-def stage_compress(ctx):
+def stage_compress(ctx, library="zlib"):
     size = os.path.getsize(ctx["source"])
     step = 64 * CLUSTER
-    ranges = [(ctx["source"], start, min(start + step, size)) for start in range(0, size, step)]
+    ranges = [(ctx["source"], start, min(start + step, size), library) for start in range(0, size, step)]
     with multiprocessing.Pool(os.cpu_count()) as pool:
         chunks = pool.map(_compress_range, ranges, chunksize=8)
     blob = b"".join(chunks)
-    with open(ctx["blob"], "wb") as handle:  # hand the size to bound-upload (it is not part of the timing)
-        handle.truncate(len(blob))
-    return dict(compressed_bytes=len(blob), workers=os.cpu_count())
+    if library == "zlib":
+        with open(ctx["blob"], "wb") as handle:  # hand the size to bound-upload (it is not part of the timing)
+            handle.truncate(len(blob))
+    return dict(compressed_bytes=len(blob), workers=os.cpu_count(), library=library)
 
 
 def _client(ctx):
@@ -142,16 +168,48 @@ def module_defaults(name):
     return {option: value.get("default") for option, value in spec.items()}
 
 
-def stage_stream(ctx, **options):
+def written_to_storage():
+    """Bytes this process had written to storage (/proc/self/io write_bytes): an upper bound of the local disk it used."""
+    with open("/proc/self/io") as handle:
+        fields = dict(line.split(": ") for line in handle.read().splitlines())
+    return int(fields["write_bytes"])
+
+
+def sparse_copy(source, path, size):
+    """``source``'s data at the same offsets in a sparse file of ``size`` bytes (made once, cached)."""
+    if not os.path.exists(path):
+        subprocess.run(["cp", "--sparse=always", source, path + ".tmp"], check=True)
+        os.truncate(path + ".tmp", size)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def stage_stream(ctx, source=None, key=None, **options):
     from ansible_collections.vmimage.replication.plugins.module_utils import _image_upload
 
     params = module_defaults("image_upload")
-    params.update(src=ctx["source"], bucket=ctx["bucket"], key="stream-%s.qcow2" % "-".join(sorted(options.values())) if options else "stream.qcow2",
-                  work_dir=ctx["workdir"], metadata={"source-server": "bench"}, force=True, **options)
+    key = key or ("stream-%s.qcow2" % "-".join(sorted(options.values())) if options else "stream.qcow2")
+    params.update(src=source or ctx["source"], bucket=ctx["bucket"], key=key, work_dir=ctx["workdir"], metadata={"source-server": "bench"},
+                  force=True, **options)
     params["threads"] = params["threads"] or os.cpu_count()
+    written = written_to_storage()
     result = _image_upload.ensure_present(_client(ctx), params)
-    return dict(output_bytes=result["size"], peak_disk=result["size"], parts=result["parts"], sha256=result["sha256"],
-                compressor=result["compressor"], read_bytes=result["read_bytes"])
+    return dict(output_bytes=result["size"], peak_disk=written_to_storage() - written, parts=result["parts"], sha256=result["sha256"],
+                compressor=result["compressor"], read_bytes=result["read_bytes"], verify_seconds=result["verify_seconds"],
+                virtual_size=result["virtual_size"])
+
+
+def stage_stream_64g(ctx):
+    source = sparse_copy(ctx["source"], os.path.join(CACHE, "sparse-64G-" + os.path.basename(ctx["source"])), 64 << 30)
+    return stage_stream(ctx, source=source, key="stream-64g.qcow2")
+
+
+def stage_verify_target(ctx):
+    """What the target does before it imports (image_import verify_digest, image_verify): recompute the guest digest."""
+    from ansible_collections.vmimage.replication.plugins.module_utils import _digest
+
+    result = _digest.verify_object(_client(ctx), ctx["bucket"], "stream.qcow2")
+    return dict(output_bytes=result["size"], guest_sha256=result["guest_sha256"])
 
 
 def stage_ours(ctx, compression_type, cluster_size=None):
@@ -178,7 +236,9 @@ def run_stage(name, ctx):
     _paths()
     runner = {"bound-read": stage_read, "bound-compress": stage_compress, "bound-upload": stage_upload, "naive": stage_naive,
               "ours-zlib": stage_stream, "ours-zlib-stdlib": lambda c: stage_stream(c, deflate_library="zlib"),
-              "ours-zstd": lambda c: stage_stream(c, compression_type="zstd"), "staged-zlib": lambda c: stage_ours(c, "zlib")}[name]
+              "ours-zstd": lambda c: stage_stream(c, compression_type="zstd"), "staged-zlib": lambda c: stage_ours(c, "zlib"),
+              "bound-compress-zlib-ng": lambda c: stage_compress(c, "zlib-ng"), "bound-compress-zstd": lambda c: stage_compress(c, "zstd"),
+              "ours-zlib-64g": stage_stream_64g, "verify-target": stage_verify_target}[name]
     started = time.monotonic()
     values = runner(ctx)
     seconds = values.pop("seconds_override", None) or (time.monotonic() - started)
@@ -250,9 +310,9 @@ def summarise(results, source, args):
     lines = []
     report = dict(source=source, virtual_size=os.path.getsize(source), allocated=os.stat(source).st_blocks * 512,
                   cpu_count=os.cpu_count(), loadavg=os.getloadavg(), repeat=args.repeat, stages=results, summary=lines)
-    bounds = [results[k]["seconds"] for k in ("bound-read", "bound-compress", "bound-upload") if k in results]
     naive = results.get("naive", {}).get("seconds")
     for name in OURS:
+        bounds = [results[k]["seconds"] for k in ("bound-read", LIBRARY_BOUND[name], "bound-upload") if k in results]
         ours = results.get(name, {}).get("seconds")
         if ours is None:
             continue
@@ -266,7 +326,16 @@ def summarise(results, source, args):
             lines.append("%s cpu/naive cpu = %.2f (%.1f s vs %.1f s of CPU)" % cpus)
         if bounds:
             report["%s/bound" % name] = round(ours / max(bounds), 3)
-            lines.append("%s/max(bounds) = %.2f (bound %.1f s)" % (name, ours / max(bounds), max(bounds)))
+            lines.append("%s/max(bounds) = %.2f (bound %.1f s, compression bound with %s)" % (name, ours / max(bounds), max(bounds), LIBRARY_BOUND[name]))
+        if "verify_seconds" in results[name]:
+            report["%s/verify_in_module" % name] = round(results[name]["verify_seconds"] / ours, 3)
+            lines.append("%s: its own verification of the stored object (read back + qemu-img check) %.1f s = %.2f of the run"
+                         % (name, results[name]["verify_seconds"], results[name]["verify_seconds"] / ours))
+    if "verify-target" in results and "ours-zlib" in results:
+        ratio = results["verify-target"]["seconds"] / results["ours-zlib"]["seconds"]
+        report["verify-target/ours-zlib"] = round(ratio, 3)
+        lines.append("verify at the target (guest digest from the stored object) / ours-zlib upload = %.2f (%.1f s vs %.1f s)"
+                     % (ratio, results["verify-target"]["seconds"], results["ours-zlib"]["seconds"]))
     for name, value in sorted(results.items()):
         if "peak_disk" in value:
             lines.append("%-10s peak local disk %.0f MiB, peak memory %.0f MiB" % (name, value["peak_disk"] / 1048576.0, value["peak_rss_kib"] / 1024.0))

@@ -132,7 +132,7 @@ def check_free_space(required, directory, free):
     if required > free:
         raise ReplicationError(
             "Failed to convert disk into %s: not enough free space: the output may need up to %d bytes (%.1f MiB), "
-            "%d bytes (%.1f MiB) are free; free space there or choose a dest on a larger file system"
+            "%d bytes (%.1f MiB) are free; free space there or choose a dest (with the role: replication_work_dir) on a larger file system"
             % (directory, required, required / 1048576.0, free, free / 1048576.0),
             required_bytes=required, free_bytes=free, directory=directory)
 
@@ -343,7 +343,7 @@ def _result(params, src_format, virtual_size, **values):
     result = dict(src=params["src"], dest=params["dest"], format=fmt, src_format=src_format,
                   compression_type=params["compression_type"] if fmt == "qcow2" and params["compress"] else None,
                   virtual_size=virtual_size, stored_size=None, compression_ratio=None, sha256=None,
-                  seconds=0.0, bytes_per_second=0, verified="none", cache=None, changed=False)
+                  seconds=0.0, bytes_per_second=0, verified="none", cache=None, changed=False, required_bytes=None)
     result.update(values)
     return result
 
@@ -377,7 +377,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
     required = measure(src, src_format, params["format"], opts)
     check_free_space(required, directory, _files.free_bytes(directory) + stale)
     if check_mode:
-        return _result(params, src_format, virtual_size, cache=cache, changed=True), warnings
+        return _result(params, src_format, virtual_size, cache=cache, changed=True, required_bytes=required), warnings
     started = clock()
     _files.remove(partial)  # a stale partial from a killed run
     _files.remove(sidecar_path(dest))  # dest is about to change: the record no longer holds
@@ -406,7 +406,7 @@ def ensure_present(params, check_mode=False, clock=time.monotonic):
                                                dest_fingerprint=_files.fingerprint(dest), created_by=CREATED_BY,
                                                converted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), result=values))
     progress.finish()
-    return _result(params, src_format, virtual_size, seconds=round(seconds, 3),
+    return _result(params, src_format, virtual_size, seconds=round(seconds, 3), required_bytes=required,
                    bytes_per_second=int(virtual_size / seconds), changed=True, **values), warnings
 
 

@@ -14,7 +14,7 @@ description:
     the conversion host) into a QCOW2, raw or VHD (vpc) image with C(qemu-img convert).
   - Uses every core for QCOW2 compression (O(coroutines) parallel requests, out-of-order writes), skips zero and
     unallocated areas, and flushes the output to disk (O_DIRECT or fsync) before the task returns.
-  - Checks free space before it starts (C(qemu-img measure)), writes C(<dest>.partial) and renames it into place
+  - Checks free space before it starts (C(qemu-img measure); the need is returned as RV(required_bytes)), writes C(<dest>.partial) and renames it into place
     only once it is complete, verified and checksummed; a failed or killed conversion leaves no partial file behind.
   - Idempotent through a sidecar file C(<dest>.vmimage.json) that records the source state and the options the
     output was made from; a block device has no cheap state identity, so it is converted on every run.
@@ -207,6 +207,14 @@ cache:
   returned: always
   type: str
   sample: writeback
+required_bytes:
+  description:
+    - Local disk the conversion needs at most in the directory of O(dest) (C(qemu-img measure) of the allocated data,
+      compression not counted), checked against its free space before anything is written; a run fails early, naming
+      the directory and both numbers, when it is not free. Null when nothing had to be converted.
+  returned: always
+  type: int
+  sample: 934281216
 changed:
   description: Whether the output was (or in check mode would be) written or removed.
   returned: always

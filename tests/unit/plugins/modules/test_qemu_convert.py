@@ -117,12 +117,14 @@ def test_check_mode_then_real_then_idempotent(module_runner, disk, tmp_path):
     assert checked["changed"] is True and os.listdir(os.path.dirname(dest)) == []
     real = convert(module_runner, disk, dest)
     assert real["changed"] is True
+    # The local disk it needs is said up front (check mode) and bounds what it wrote.
+    assert checked["required_bytes"] == real["required_bytes"] >= real["stored_size"] > 0
     mtime = os.stat(dest).st_mtime_ns
     again_check = convert(module_runner, disk, dest, check_mode=True)
     again = convert(module_runner, disk, dest)
     assert again_check["changed"] is False and again["changed"] is False
     assert_return_contract("qemu_convert", again)
-    assert again["sha256"] == real["sha256"] and again["stored_size"] == real["stored_size"]
+    assert again["sha256"] == real["sha256"] and again["stored_size"] == real["stored_size"] and again["required_bytes"] is None
     assert os.stat(dest).st_mtime_ns == mtime
 
 
@@ -279,6 +281,7 @@ def test_not_enough_space_names_numbers_and_directory(module_runner, disk, tiny_
         result = convert(module_runner, disk, dest, check_mode=check_mode)
         assert result["failed"] and "Failed to convert disk into %s: not enough free space" % tiny_fs in result["msg"]
         assert result["free_bytes"] < result["required_bytes"] and result["directory"] == tiny_fs
+        assert "replication_work_dir" in result["msg"]
         assert os.listdir(tiny_fs) == []
 
 
