@@ -159,6 +159,8 @@ def new_instance(emu, region, body, wait=True):
         _copy_image(emu, image, volume)
     elif source_snapshot is not None and source_snapshot.get("operating_system"):
         volume["operating_system"] = source_snapshot["operating_system"]
+    elif body.get("_operating_system"):
+        volume["operating_system"] = operating_system(emu, region, body["_operating_system"])
     attachment = new_attachment(emu, rec, volume, boot.get("name") or name + "-boot-attachment",
                                 boot.get("delete_volume_on_instance_delete", True), kind="boot", wait=False)
     rec["boot_volume_attachment"] = _instance_context(attachment)
@@ -174,6 +176,19 @@ def new_instance(emu, region, body, wait=True):
         emu.later(rec, emu.delay / 2, {"status": "starting"})
         emu.later(rec, emu.delay, {"status": "running", "lifecycle_state": "stable"})
     return rec
+
+
+def operating_system(emu, region, name):
+    """The operating system called ``name``: the images module's record when it has one, else one made from the name
+    (``<family>-<version>-<architecture>``, e.g. ``ubuntu-22-04-amd64``)."""
+    for rec in emu.store.get("operating_system", {}).values():
+        if rec["name"] == name:
+            return public(rec)
+    parts = name.split("-")
+    return {"name": name, "href": emu.service_url(region) + "/operating_systems/" + name, "architecture": parts[-1],
+            "display_name": " ".join(parts[:-1]).title(), "family": parts[0].title() + " Linux", "vendor": parts[0].title(),
+            "version": ".".join(parts[1:-1]) or "1", "dedicated_host_only": False, "allow_user_image_creation": True,
+            "user_data_format": "cloud_init"}
 
 
 def _copy_image(emu, image, volume):
@@ -196,7 +211,8 @@ def register(emu):
             if rec:
                 remove_attachment(emu, rec)
 
-    def seed_instance(region, name=None, zone=None, profile="bx2-2x8", boot_capacity=100, vpc_id=None, subnet_id=None):
+    def seed_instance(region, name=None, zone=None, profile="bx2-2x8", boot_capacity=100, vpc_id=None, subnet_id=None,
+                      operating_system_name="ubuntu-22-04-amd64"):
         from tests.emulators.vpc_network import default_subnet
         with emu.lock:
             zone = zone or region + "-1"
@@ -204,7 +220,7 @@ def register(emu):
             return public(new_instance(emu, region, {"name": name, "zone": {"name": zone}, "profile": {"name": profile},
                                                      "primary_network_interface": {"subnet": {"id": subnet_id}},
                                                      "boot_volume_attachment": {"volume": {"capacity": boot_capacity}},
-                                                     "_seed": True}, wait=False))
+                                                     "_seed": True, "_operating_system": operating_system_name}, wait=False))
 
     emu.attach, emu.detach, emu.seed_instance = attach, detach, seed_instance
 

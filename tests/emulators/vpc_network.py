@@ -95,11 +95,20 @@ def _cidr(emu, vpc, zone, body):
     raise ApiError(409, "insufficient_space_for_subnet", "No free block of %d addresses in zone %s" % (count, zone))
 
 
+def _zone_of_cidr(region, cidr):
+    """The zone whose address prefix holds ``cidr`` (the reference takes the zone from the prefix when none is given)."""
+    try:
+        net = ipaddress.ip_network(cidr) if cidr else None
+    except ValueError:
+        return None
+    return next((zone for zone in zones(region) if net is not None and net.subnet_of(zone_prefix(zone))), None)
+
+
 def new_subnet(emu, region, body, wait=True):
     vpc = emu.find("vpc", region, (body.get("vpc") or {}).get("id", ""))
-    zone = (body.get("zone") or {}).get("name")
+    zone = (body.get("zone") or {}).get("name") or _zone_of_cidr(region, body.get("ipv4_cidr_block"))
     if not zone:
-        raise ApiError(400, "validation_required_field", "zone is required with total_ipv4_address_count or ipv4_cidr_block",
+        raise ApiError(400, "validation_required_field", "zone is required with total_ipv4_address_count",
                        target={"name": "zone", "type": "field"})
     if zone not in zones(region):
         raise ApiError(404, "zone_not_found", "Zone %s not found in region %s" % (zone, region))

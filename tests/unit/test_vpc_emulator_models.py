@@ -128,6 +128,9 @@ def test_every_answer_parses_with_the_sdk_models(emu, call):
     _settle(emu)
     check(models.VolumeAttachment, call("GET", "/instances/%s/volume_attachments/%s" % (instance["id"], attachment["id"]), expect=200))
     check(models.VolumeAttachmentCollection, call("GET", "/instances/%s/volume_attachments" % instance["id"], expect=200))
+    seeded = emu.seed_instance("us-south", "drift-seeded", operating_system_name="rhel-9-amd64")
+    boot = check(models.Volume, call("GET", "/volumes/" + seeded["boot_volume_attachment"]["volume"]["id"], expect=200))
+    assert boot["operating_system"]["name"] == "rhel-9-amd64"
     attached = check(models.Volume, call("GET", "/volumes/" + volume["id"], expect=200))
     assert attached["attachment_state"] == "attached" and attached["volume_attachments"][0]["id"] == attachment["id"]
 
