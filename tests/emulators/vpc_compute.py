@@ -18,7 +18,7 @@ import os
 import subprocess
 
 from tests.emulators.vpc_server import ApiError, public
-from tests.emulators.vpc_storage import new_volume, reference
+from tests.emulators.vpc_storage import drop, new_volume, reference
 from tests.emulators.vpc_profiles import INSTANCE_PROFILES, instance_profile
 
 
@@ -93,7 +93,7 @@ def remove_attachment(emu, rec, delete_volume=False):
         if not volume["volume_attachments"]:
             volume["attachment_state"], volume["active"] = "unattached", False
         if delete_volume:
-            emu.forget(volume)
+            drop(emu, volume)
 
 
 def _network_interface(emu, instance, subnet):

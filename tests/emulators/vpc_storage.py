@@ -151,7 +151,7 @@ def register(emu):
         if rec["attachment_state"] != "unattached" or rec["volume_attachments"]:
             raise ApiError(409, "volume_in_use", "Volume %s is attached to an instance; detach it first" % rec["id"])
         rec["status"] = "pending_deletion"
-        emu.later(rec, emu.delay, lambda r: (emu.forget(r), _drop_file(emu, r["id"])))
+        emu.later(rec, emu.delay, lambda r: drop(emu, r))
         return 204, None
 
     def _find_snapshot(region, ref):
@@ -238,7 +238,7 @@ def register(emu):
         if any(v.get("source_snapshot", {}).get("id") == rec["id"] and v["status"] == "pending" for v in emu.records("volume", region)):
             raise ApiError(409, "snapshot_in_use", "Snapshot %s is being restored to a volume" % rec["id"])
         rec["lifecycle_state"] = "deleting"
-        emu.later(rec, emu.delay, lambda r: (emu.forget(r), _drop_file(emu, r["id"])))
+        emu.later(rec, emu.delay, lambda r: drop(emu, r))
         return 204, None
 
     def get_volume_profile(region, params, query, body, headers):
@@ -279,10 +279,14 @@ def register(emu):
     emu.control("PUT", "/volumes/{id}/bytes", volume_bytes)
 
 
-def _drop_file(emu, rid):
-    path = _file(emu, rid)
+def drop(emu, rec):
+    """A volume or snapshot is gone: its record, its file, and its entry in the source snapshot's ``copies``."""
+    emu.forget(rec)
+    path = _file(emu, rec["id"])
     if path and os.path.exists(path):
         os.unlink(path)
+    for source in emu.store.get("snapshot", {}).values():
+        source["copies"] = [c for c in source.get("copies", []) if c["id"] != rec["id"]]
 
 
 def _volume_profile(emu, region, name):

@@ -105,6 +105,9 @@ def test_cross_region_snapshot_copy_by_crn(emu):
     _wait(lambda: europe.get_snapshot(copy["id"]).get_result()["lifecycle_state"] == "stable")
     with open(os.path.join(emu.data_path, copy["id"] + ".img"), "rb") as handle:
         assert handle.read(1200) == b"replicate-me" * 100
+    europe.delete_snapshot(copy["id"])
+    _wait(lambda: south.get_snapshot(snap["id"]).get_result()["copies"] == [])
+    assert not os.path.exists(os.path.join(emu.data_path, copy["id"] + ".img"))
 
 
 def test_volume_lifecycle_filters_etag_and_quota(emu):
@@ -153,6 +156,8 @@ def test_instance_lifecycle_filters_and_actions(emu):
     assert vpc.get_instance(made["id"]).get_result()["status"] == "deleting"
     _wait(lambda: vpc.list_instances(name="restored").get_result()["total_count"] == 0)
     assert _error(vpc.get_instance, made["id"]) == (404, "instance_not_found")
+    assert _error(vpc.get_volume, made["boot_volume_attachment"]["volume"]["id"]) == (404, "volume_not_found")  # deleted with it
+    assert boot["operating_system"]["name"] == "ubuntu-22-04-amd64"
 
 
 def test_attachment_is_a_real_block_device_only_while_attached(emu):
