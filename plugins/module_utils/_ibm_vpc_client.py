@@ -81,6 +81,8 @@ def connect(vpc, region=None):
     service.set_service_url(service_url(vpc, region))
     service.set_disable_ssl_verification(not verify)
     service.enable_retries(max_retries=vpc.get("max_retries", 4), retry_interval=vpc.get("retry_interval", 30.0))
+    # The SDK retries every method but PATCH; VPC's PATCH is a JSON merge patch (a rename), safe to repeat after a 429 / 5xx.
+    service.retry_config.allowed_methods = frozenset(service.retry_config.allowed_methods) | {"PATCH"}
     return service
 
 
