@@ -112,7 +112,12 @@ class Target(_providers.Target):
         if not os_name:
             raise ReplicationError("Failed to import image of server %s: its operating system is unknown; set ibm_vpc.operating_system "
                                    "(server_info returns the source's os)" % self.server)
-        if self.api.get_or_none("get_operating_system", os_name) is None:
+        found = self.api.get_or_none("get_operating_system", os_name)
+        if found is not None and found.get("allow_user_image_creation") is False:
+            raise ReplicationError("Failed to import image of server %s: operating system %s of region %s takes no user images; set "
+                                   "ibm_vpc.operating_system to one whose allow_user_image_creation is true" % (self.server, os_name, self.region),
+                                   operating_system=os_name)
+        if found is None:
             offered = sorted(o.get("name") for o in self.api.pages("list operating systems", "list_operating_systems", "operating_systems"))
             raise ReplicationError("Failed to import image of server %s: operating system %s is not offered in region %s; choose one of %s"
                                    % (self.server, os_name, self.region, ", ".join(offered) or "none"), operating_system=os_name)
@@ -179,7 +184,9 @@ class Target(_providers.Target):
             self._delete([{"name": image["name"], "id": made["id"]}])  # a failed image is removed; the previous latest was not touched
             reasons = " ".join("%s %s" % (r.get("code"), r.get("message")) for r in ((exc.details.get("state") or {}).get("reasons") or [])).lower()
             bucket = self.params["bucket"]
-            if any(word in reasons for word in ("authoriz", "authoris", "access", "forbidden", "permission")):
+            if "not found" in reasons or "does not exist" in reasons:
+                todo = "upload s3://%s/%s again with vmimage.replication.cos_upload (the VPC image service did not find it)" % (bucket, key)
+            elif any(word in reasons for word in ("authoriz", "authoris", "access", "forbidden", "permission")):
                 todo = ("authorise the VPC image service to read bucket %s (IAM service-to-service authorisation: VPC Infrastructure Services, "
                         "Image Service for VPC -> Cloud Object Storage, Reader)" % bucket)
             else:
@@ -211,5 +218,5 @@ class Target(_providers.Target):
                     continue
                 if strict:
                     raise
-                orphaned.append({"name": entry["name"], "id": entry["id"], "msg": exc.msg})
+                orphaned.append({"name": entry["name"], "id": entry["id"], "key": entry.get("key"), "msg": exc.msg})
         return orphaned

@@ -295,3 +295,20 @@ def test_retries_run_out_and_a_wrong_key_fail_without_the_key(lab, qcow2):
     with pytest.raises(ReplicationError) as info:
         lab.target(ibm_vpc={"api_key": wrong}).info()
     assert "ibm_vpc.api_key" in info.value.msg and wrong not in info.value.msg and API_KEY not in info.value.msg
+
+
+def test_keep_days_prunes_by_snapshot_age_and_an_os_without_user_images_is_refused(lab, qcow2):
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    old, recent, newest = (_naming.format_time((now - datetime.timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ")) for d in (50, 10, 1))
+    target = lab.target()
+    for i, when in enumerate((old, recent)):
+        target.import_image(lab.upload(when, qcow2(8 + i, marker=b"d%d" % i)), snapshot_time=when, keep_last=1, keep_days=30)
+    key = lab.upload(newest, qcow2(10))
+    preview = target.import_image(key, snapshot_time=newest, keep_last=1, keep_days=30, check_mode=True)
+    assert preview["pruned"] == [_naming.image_name(lab.server, old)] and _naming.image_name(lab.server, old) in images(lab.vpc)
+    done = target.import_image(key, snapshot_time=newest, keep_last=1, keep_days=30)
+    assert done["pruned"] == preview["pruned"] and done["orphaned"] == []
+    assert [i["name"] for i in target.info()["images"]] == [_naming.image_name(lab.server, t) for t in (recent, newest)]
+    later = _naming.format_time(now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _fails(lab, lab.upload(later, qcow2(9)), later, "esxi-8-byol-amd64", "takes no user images", ibm_vpc={"operating_system": "esxi-8-byol-amd64"})
