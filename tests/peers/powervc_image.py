@@ -12,7 +12,7 @@ image it references (QCOW2 that qemu-img reads). Like the real one, it needs the
 
 Behaviour comes from the JSON file named by ``POWERVC_IMAGE_CONFIG`` (else ``powervc-image.json`` beside
 this script): ``images`` ([{name, id, status, size (GB), exportable}]), ``columns`` (the table's column
-order), ``password`` (the one accepted), ``fail`` (a message: every call fails with it), ``slow`` (seconds an
+order), ``password`` (the one accepted), ``accept_user`` (the only OS_USERNAME accepted), ``fail`` (a message: every call fails with it), ``slow`` (seconds an
 export takes), ``disk_mb`` (virtual size of the exported disk). Each call is appended to ``calls.log``
 beside the config (argv only, never the environment).
 """
@@ -84,6 +84,9 @@ def main(argv):
         log.write(json.dumps(argv) + "\n")
     if not os.environ.get("OS_AUTH_URL") or not os.environ.get("OS_USERNAME"):
         sys.stderr.write("Missing value auth-url required for auth plugin password\n")
+        return 1
+    if config.get("accept_user") and os.environ.get("OS_USERNAME") != config["accept_user"]:  # the account only one rc file names
+        sys.stderr.write("The request you have made requires authentication. (HTTP 401) for user %s\n" % os.environ.get("OS_USERNAME"))
         return 1
     if config.get("password") and os.environ.get("OS_PASSWORD") != config["password"]:
         sys.stderr.write("The request you have made requires authentication. (HTTP 401)\n")
