@@ -76,7 +76,21 @@ class Source(Base, _providers.Source):
             return self.public_snapshot({"name": name, "source_volume": {"id": volume}, "user_tags": user_tags, "created_at": when}), True
         snap = self.call("snapshot volume %s" % volume, "volume %s" % volume, "create_snapshot",
                          {"source_volume": {"id": volume}, "name": name, "user_tags": user_tags})
-        return self.public_snapshot(self.wait_snapshot(snap, "snapshot volume %s" % volume)), True
+        try:
+            return self.public_snapshot(self.wait_snapshot(snap, "snapshot volume %s" % volume)), True
+        except ReplicationError:
+            self._drop_snapshot(snap, "snapshot volume %s" % volume)  # a failed or stuck snapshot of this run is not left behind
+            raise
+
+    def _drop_snapshot(self, snap, action, region=None):
+        try:
+            self.service(region).delete_snapshot(snap["id"])
+        except (ApiException, OSError) as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise vpcc.fail(exc, action + " (and remove the snapshot it made, %s: remove it by hand)" % snap["name"],
+                                "snapshot %s" % snap["name"], secret=self.vpc.get("api_key")) from None
+            return
+        self.wait_gone("get_snapshot", snap["id"], "snapshot %s" % snap["name"], action, region)
 
     def snapshot_list(self, server=None, volume=None, name=None):
         filters = {k: v for k, v in (("name", name), ("source_volume_id", volume)) if v}
@@ -213,8 +227,8 @@ class Source(Base, _providers.Source):
             inst = (att.get("instance") or {}).get("id")
             try:
                 self.service().delete_instance_volume_attachment(inst, att["id"])
-            except ApiException as exc:
-                if exc.status_code != 404:
+            except (ApiException, OSError) as exc:  # OSError: requests' RetryError once 429/5xx retries ran out
+                if getattr(exc, "status_code", None) != 404:
                     raise vpcc.fail(exc, action, "attachment %s" % att["id"], secret=self.vpc.get("api_key")) from None
             self.wait_gone("get_volume_attachment_gone", (inst, att["id"]), "volume attachment %s" % att["id"], action)
         self.call(action, "volume %s" % vol["id"], "delete_volume", vol["id"])
