@@ -192,7 +192,7 @@ def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, 
         raise
     finally:
         upload.close(abort=not done and not retry and not params["keep_incomplete"])
-        if created and not done:
+        if (created or upload.completed) and not done:
             _delete_unverified(client, bucket, key)
         if progress is not None and not done and not retry:
             progress.finish("failed")

@@ -60,6 +60,7 @@ class StreamedUpload:
         self.sizes = {}  # part number -> length
         self.md5s = {}  # part number -> md5 of the bytes made (sent or kept)
         self.sent_bytes = 0
+        self.completed = False
         self._front = bytearray(self.front_size)
         self._current = bytearray()
         self._next = 2
@@ -172,6 +173,7 @@ class StreamedUpload:
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": '"%s"' % etags[n]} for n in numbers]},
         )
+        self.completed = True  # the object exists now: a failure from here on must remove it
         self.sent_bytes = self._counter.sent
         stored = (answer.get("ETag") or "").strip('"')
         expected = multipart_etag([self.md5s[n] for n in numbers])
