@@ -19,7 +19,7 @@ description:
     Every part is checked by its MD5 when sent and again before the upload is completed.
   - Nothing is written to local disk, whatever the size of the disk; memory stays bounded (part 1, the part
     being filled and at most 96 MiB of parts in flight, besides the compression threads' chunks).
-  - The stored object is verified before the module returns, so before anything registers it: it is read back
+  - The stored object is verified before the module returns, so before anything registers it. It is read back
     once (its sha256, and each part's MD5 against the part sent) and C(qemu-img check) reads the object itself
     (O(verify)). An object that fails is deleted and the module fails naming it. A failed upload is aborted
     unless O(keep_incomplete=true).

@@ -178,6 +178,8 @@ def test_a_stored_object_that_fails_qemu_img_check_is_deleted(s3_server, bucket,
     failed = module_runner("image_upload", args(s3_server, bucket, key, disk(tmp_path, noisy_mib=6), work_dir, part_size_mb=5))
     assert failed.get("failed") and "Failed to verify the stored object s3://%s/%s" % (bucket, key) in failed["msg"], failed
     assert seen and seen[0].startswith("json:") and "127.0.0.1" in seen[0], "qemu-img read the object over the loopback relay"
+    argv = seen[0]  # what qemu-img gets on its command line (visible in ps): no key, no signature, not even the endpoint
+    assert s3_server.access_key_id not in argv and SECRET_ACCESS_KEY not in argv and "Signature" not in argv and s3_server.endpoint not in argv
     assert "127.0.0.1" not in failed["msg"] and SECRET_ACCESS_KEY not in json.dumps(failed)
     assert _cos.head(s3_server.client(), bucket, key) is None and pending(s3_server, bucket, key) == []
 
