@@ -41,6 +41,7 @@ ACCOUNT = "aa2432b1fa4d4ace891e9b80fc104e34"
 RESOURCE_GROUP = "fee82deba12e4c0fb69c3b09d1f12345"
 RESOURCE_MODULES = ("tests.emulators.vpc_storage", "tests.emulators.vpc_compute", "tests.emulators.vpc_network",
                     "tests.emulators.vpc_images")
+TOKEN_LEEWAY = 1  # seconds past exp a token is still taken (see _check_token)
 TICK = 0.05  # seconds between lifecycle sweeps: an attachment's device appears without anyone reading the API
 VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MORE_INFO = "https://cloud.ibm.com/docs/vpc?topic=vpc-rias-error-messages"
@@ -302,7 +303,9 @@ class VpcEmulator:
         if not header.startswith("Bearer "):
             raise ApiError(401, "not_authorized", "The request is not authorized: no bearer token")
         try:
-            claims = jwt.decode(header[7:], self.secret, algorithms=["HS256"])
+            # One second of leeway: the SDK counts a token expired only once int(now) > exp, so it may send one
+            # up to a second past exp (while it refreshes in the background).
+            claims = jwt.decode(header[7:], self.secret, algorithms=["HS256"], leeway=TOKEN_LEEWAY)
             if claims.get("jti") not in self.valid_tokens:
                 raise jwt.ExpiredSignatureError("revoked")
         except jwt.ExpiredSignatureError:

@@ -234,10 +234,13 @@ def test_sdk_refreshes_an_expiring_token(vpc_emulator_factory):  # noqa: F811  #
     emu = vpc_emulator_factory(token_seconds=1)
     vpc = _client(emu)
     vpc.list_volumes()
-    time.sleep(1.2)  # the first token has expired: the emulator would refuse it
+    first = vpc.authenticator.token_manager.access_token
+    time.sleep(2.1)  # the first token is past exp and its leeway: the emulator refuses it, the SDK must fetch another
+    assert requests.get(emu.service_url("us-south") + "/volumes", params={"version": "2024-06-11"}, timeout=10,
+                        headers={"Authorization": "Bearer " + first}).status_code == 401
     vpc.list_volumes()
-    assert emu.state()["tokens_issued"] >= 2
-    assert [r[2] for r in emu.control("GET", "/requests")["requests"]] == [200, 200]
+    assert emu.state()["tokens_issued"] == 2 and vpc.authenticator.token_manager.access_token != first
+    assert [r[2] for r in emu.control("GET", "/requests")["requests"]] == [200, 401, 200]
 
 
 def test_injected_faults_and_sdk_retries(emu):
