@@ -45,7 +45,7 @@ def register_controls(emu):
         body = _json(raw)
         try:
             re.compile(body["path_regex"])
-            emu.inject(body.get("method", "*"), body["path_regex"], int(body["status"]), int(body.get("count", 1)),
+            emu.inject(body.get("method", "*"), body["path_regex"], int(body["status"]), int(body.get("count", body.get("times", 1))),
                        body.get("retry_after"), body.get("code"))
         except (KeyError, ValueError, TypeError, re.error) as exc:
             raise ApiError(400, "bad_request", "a fault needs method, path_regex (a regex) and status: %s" % exc) from None
@@ -55,7 +55,7 @@ def register_controls(emu):
         body = _json(raw)
         if body.get("kind") not in ("volume", "snapshot", "instance", "image"):
             raise ApiError(400, "bad_request", "kind must be volume, snapshot, instance or image")
-        emu.fail_next(body["kind"], int(body.get("count", 1)))
+        emu.fail_next(body["kind"], int(body.get("count", body.get("times", 1))))
         return 200, {"failures": emu.failures}
 
     def quotas(params, query, raw):
