@@ -45,4 +45,15 @@ pip_version=$(.build/venv-sanity/bin/python -c 'import re, ansible_test._interna
 mkdir -p ~/.ansible/test/cache
 cp hack/get_pip_offline.py ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
 
+# The OpenStack test peer (real Keystone + Glance, served by gunicorn) has pins of its own that clash with the
+# test venv's, so it lives in a venv of its own; tests skip the OpenStack peer when it is missing.
+os_stamp=.build/venv-openstack/.requirements-stamp
+if [ ! -x .build/venv-openstack/bin/gunicorn ] || ! cmp -s tests/requirements-openstack.txt "$os_stamp"; then
+  echo "Creating .build/venv-openstack (Keystone, Glance) for the OpenStack peer"
+  "$PYTHON" -m venv .build/venv-openstack
+  .build/venv-openstack/bin/python -m pip install -q --upgrade pip
+  .build/venv-openstack/bin/python -m pip install -q -r tests/requirements-openstack.txt
+  cp tests/requirements-openstack.txt "$os_stamp"
+fi
+
 bash hack/stage-collection.sh

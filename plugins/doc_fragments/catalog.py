@@ -15,8 +15,9 @@ options:
       - V(bucket_catalog) keeps the catalog in the bucket that holds the images.
       - V(ibm_vpc) registers the images in an IBM Cloud VPC region's image library (from their objects in the bucket).
       - V(powervs) imports the images (OVA) into an IBM Power Virtual Server workspace's boot image catalog; see O(powervs).
+      - V(openstack) uploads the images (QCOW2) into an OpenStack region's Glance; see O(openstack).
     type: str
-    choices: [bucket_catalog, ibm_vpc, powervs]
+    choices: [bucket_catalog, ibm_vpc, openstack, powervs]
     default: bucket_catalog
   bucket:
     description:

@@ -40,7 +40,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 
 # provider name -> module under plugins/module_utils that holds its adapter.
 SOURCES = {"local": "_local_provider", "ibm_vpc": "_ibm_vpc"}
-TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc", "powervs": "_powervs"}
+TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc", "powervs": "_powervs", "openstack": "_openstack"}
 
 _PACKAGE = "ansible_collections.vmimage.replication.plugins.module_utils"
 
@@ -53,6 +53,7 @@ def _bundle():
     from ansible_collections.vmimage.replication.plugins.module_utils import _local_provider, _bucket_catalog  # noqa: F401
     from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc  # noqa: F401
     from ansible_collections.vmimage.replication.plugins.module_utils import _powervs  # noqa: F401
+    from ansible_collections.vmimage.replication.plugins.module_utils import _openstack  # noqa: F401
 
 
 def _adapter_module(name, registry, kind):

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
 options:
   key:
     description:

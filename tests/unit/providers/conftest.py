@@ -282,8 +282,39 @@ class VpcImagesPeer(BucketCatalogPeer):
         client.put_object(Bucket=self.bucket, Key=key, Body=b"QFI\xfb" + b"\xff" * 4096, Metadata=meta)
 
 
+class OpenStackPeer(BucketCatalogPeer):
+    """Target openstack: real Glance (RegionTwo) behind real Keystone (tests/peers/openstack.py), importing from rclone."""
+
+    target_name = "openstack"
+
+    def __init__(self, request):
+        super().__init__(request.getfixturevalue("s3_rclone"))
+        self.cloud = request.getfixturevalue("openstack_cloud")
+        conn = self.cloud.connect("RegionTwo")
+        for image in list(conn.image.images()):  # the session's Glance is shared: each test starts from an empty library
+            conn.image.delete_image(image, ignore_missing=True)
+        conn.close()
+
+    def target(self, **params):
+        base = {"target": "openstack", "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/",
+                "openstack": {"auth": self.cloud.auth(), "region_name": "RegionTwo", "interface": "public", "wait": True, "timeout": 120},
+                "wait_sleep": 0.2}
+        base.update(params)
+        return _providers.target(base)
+
+
+@pytest.fixture(scope="session")
+def openstack_cloud(request, tmp_path_factory):
+    from tests.peers.openstack import session_peer
+
+    return session_peer(request, tmp_path_factory)
+
+
 TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getfixturevalue("s3_rclone")), "powervs": PowerVSPeer,
                 "ibm_vpc": VpcImagesPeer}
+
+
+TARGET_PEERS["openstack"] = OpenStackPeer
 
 
 @pytest.fixture(params=sorted(TARGET_PEERS))

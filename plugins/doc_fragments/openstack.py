@@ -1,0 +1,77 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The options of target openstack (plugins/module_utils/_openstack.py, OPTIONS); names as openstack.cloud has them.
+    DOCUMENTATION = r"""
+options:
+  openstack:
+    description:
+      - An OpenStack region whose Glance receives the images, with O(ignore:target=openstack); reached through openstacksdk.
+      - Images are uploaded as C(disk_format=qcow2), C(container_format=bare) and named C(<server>-<YYYYMMDD-HHMMSS>) (the snapshot
+        time); the newest is renamed C(<server>-latest) once it is active. The collection's state is in image properties
+        (C(vmimage_created_by), C(vmimage_server), C(vmimage_snapshot_time), C(vmimage_sha256), C(vmimage_key)); images without them are
+        never renamed or deleted.
+      - Glance's C(os_hash_value) is checked against the hash of the bytes sent; on a mismatch the new image is deleted and the import fails.
+    type: dict
+    suboptions:
+      cloud:
+        description:
+          - Name of the cloud in C(clouds.yaml) (found through E(OS_CLIENT_CONFIG_FILE), the current directory or
+            C(~/.config/openstack/)).
+        type: str
+      auth:
+        description:
+          - Authentication, instead of (or on top of) O(openstack.cloud), for example C(auth_url), C(username), C(password),
+            C(project_name), C(user_domain_name), C(project_domain_name), or an application credential.
+          - Never logged, returned or put in an error message.
+        type: dict
+      auth_type:
+        description: keystoneauth plugin name (V(password), V(v3applicationcredential), ...); default is the cloud's.
+        type: str
+      region_name:
+        description: Region whose image endpoint is used.
+        type: str
+      interface:
+        description: Endpoint interface taken from the service catalog.
+        type: str
+        choices: [public, internal, admin]
+        default: public
+        aliases: [endpoint_type]
+      validate_certs:
+        description: Whether to check TLS certificates; default is the cloud's (true).
+        type: bool
+        aliases: [verify]
+      ca_cert:
+        description: CA bundle that signs the endpoints' certificates.
+        type: path
+        aliases: [cacert]
+      wait:
+        description: Wait until the uploaded image is C(active) before it is checked and rotated.
+        type: bool
+        default: true
+      timeout:
+        description: Seconds to wait for the image to become C(active).
+        type: int
+        default: 1800
+      min_disk:
+        description: C(min_disk) (GiB) of the new image, normally the source volume's size.
+        type: int
+      min_ram:
+        description: C(min_ram) (MiB) of the new image.
+        type: int
+      properties:
+        description:
+          - Properties copied onto the new image, normally the source image's C(os_*) / C(hw_*) ones (C(os_distro), C(os_type)...).
+          - Keys starting with C(vmimage_) are the collection's and are ignored here.
+        type: dict
+      visibility:
+        description: Visibility of the new image.
+        type: str
+        choices: [private, shared, community, public]
+        default: private
+"""
