@@ -60,6 +60,13 @@ def test_subprocess_keeps_the_key_off_argv_and_refuses_to_start_without_one(emu,
     failed = subprocess.run([sys.executable, "-m", "tests.emulators.vpc_server", "--data-dir", str(tmp_path)], capture_output=True,
                             text=True, check=False, env=env, cwd=REPO, timeout=60)
     assert failed.returncode == 2 and "--api-key-file" in failed.stderr and "VPC_EMULATOR_API_KEY" in failed.stderr
+    failed = subprocess.run([sys.executable, "-m", "tests.emulators.vpc_server", "--data-dir", str(tmp_path / "missing")],
+                            capture_output=True, text=True, check=False, env=dict(env, VPC_EMULATOR_API_KEY="k"), cwd=REPO, timeout=60)
+    assert failed.returncode == 2 and "--data-dir %s is not a directory" % (tmp_path / "missing") in failed.stderr
+    with pytest.raises(RuntimeError, match="a fault needs method, path_regex"):
+        emu.control("POST", "/faults", {"method": "GET", "path_regex": "(", "status": 500})
+    with pytest.raises(RuntimeError, match="unknown settings colour"):
+        emu.settings(colour="blue")
 
 
 def test_snapshot_lifecycle_pagination_and_delete(emu):
