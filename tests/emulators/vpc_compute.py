@@ -105,6 +105,17 @@ def _network_interface(emu, instance, subnet):
             "subnet": reference(subnet, "subnet")}
 
 
+def _network_attachment(emu, instance):
+    """The instance network attachment (newer API) over the same address as its network interface."""
+    nic = instance["primary_network_interface"]
+    vni = "0717-" + nic["id"][5:13] + instance["id"][13:]
+    return {"id": nic["id"], "href": instance["href"] + "/network_attachments/" + nic["id"], "name": "eth0",
+            "resource_type": "instance_network_attachment", "primary_ip": nic["primary_ip"], "subnet": nic["subnet"],
+            "virtual_network_interface": {"id": vni, "crn": emu.crn(instance["_region"], "virtual-network-interface", vni),
+                                          "href": emu.service_url(instance["_region"]) + "/virtual_network_interfaces/" + vni,
+                                          "name": instance["name"] + "-vni", "resource_type": "virtual_network_interface"}}
+
+
 def new_instance(emu, region, body, wait=True):
     from tests.emulators.vpc_network import find_subnet, vpc_reference
     profile = (body.get("profile") or {}).get("name") or "bx2-2x8"
@@ -113,8 +124,13 @@ def new_instance(emu, region, body, wait=True):
     zone = (body.get("zone") or {}).get("name")
     if not zone:
         raise ApiError(400, "validation_required_field", "zone is required", target={"name": "zone", "type": "field"})
-    nic_spec = body.get("primary_network_interface") or {}
-    subnet = find_subnet(emu, region, (nic_spec.get("subnet") or {}).get("id", ""))
+    attachment_spec = (body.get("primary_network_attachment") or {}).get("virtual_network_interface") or {}
+    nic_spec = body.get("primary_network_interface") or attachment_spec
+    if not (nic_spec.get("subnet") or {}).get("id"):
+        raise ApiError(400, "validation_required_field", "primary_network_interface.subnet or "
+                       "primary_network_attachment.virtual_network_interface.subnet is required",
+                       target={"name": "primary_network_interface", "type": "field"})
+    subnet = find_subnet(emu, region, nic_spec["subnet"]["id"])
     if subnet["zone"]["name"] != zone:
         raise ApiError(400, "invalid_zone", "Subnet %s is in zone %s, not %s" % (subnet["id"], subnet["zone"]["name"], zone))
     boot = body.get("boot_volume_attachment") or {}
@@ -148,6 +164,9 @@ def new_instance(emu, region, body, wait=True):
         rec["image"] = reference(image, "image")
     rec["primary_network_interface"] = _network_interface(emu, rec, subnet)
     rec["network_interfaces"] = [rec["primary_network_interface"]]
+    if attachment_spec:
+        rec["primary_network_attachment"] = _network_attachment(emu, rec)
+        rec["network_attachments"] = [rec["primary_network_attachment"]]
     volume = new_volume(emu, region, boot_volume.get("name") or name + "-boot", boot_volume.get("capacity") or (
         source_snapshot["minimum_capacity"] if source_snapshot else 100), zone,
         (boot_volume.get("profile") or {}).get("name") or "general-purpose", boot_volume.get("user_tags"), source_snapshot, wait=False)

@@ -128,6 +128,12 @@ def test_every_answer_parses_with_the_sdk_models(emu, call):
     _settle(emu)
     check(models.VolumeAttachment, call("GET", "/instances/%s/volume_attachments/%s" % (instance["id"], attachment["id"]), expect=200))
     check(models.VolumeAttachmentCollection, call("GET", "/instances/%s/volume_attachments" % instance["id"], expect=200))
+    attached_vm = check(models.Instance, call("POST", "/instances", {
+        "name": "drift-vm-2", "profile": {"name": "bx2-2x8"}, "zone": {"name": "us-south-1"},
+        "primary_network_attachment": {"virtual_network_interface": {"subnet": {"id": subnet["id"]}}},
+        "boot_volume_attachment": {"volume": {"source_snapshot": {"id": stable["id"]}, "profile": {"name": "general-purpose"}}}},
+        expect=201))
+    assert attached_vm["primary_network_attachment"]["subnet"]["id"] == subnet["id"]
     seeded = emu.seed_instance("us-south", "drift-seeded", operating_system_name="rhel-9-amd64")
     boot = check(models.Volume, call("GET", "/volumes/" + seeded["boot_volume_attachment"]["volume"]["id"], expect=200))
     assert boot["operating_system"]["name"] == "rhel-9-amd64"
