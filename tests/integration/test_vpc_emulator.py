@@ -274,6 +274,16 @@ def test_lifecycles_made_to_fail(emu):
     made = vpc.create_volume({"capacity": 10, "profile": {"name": "general-purpose"}, "zone": {"name": "us-south-1"}}).get_result()
     failed = _wait(lambda: (lambda v: v if v["status"] == "failed" else None)(vpc.get_volume(made["id"]).get_result()))
     assert failed["status_reasons"][0]["code"] and failed["health_state"] == "faulted"
+    seed = emu.seed_instance("us-south", "host")
+    snap_ok = vpc.create_snapshot({"source_volume": {"id": vol["id"]}}).get_result()
+    _wait(lambda: vpc.get_snapshot(snap_ok["id"]).get_result()["lifecycle_state"] == "stable")
+    emu.fail_next("instance")
+    made = vpc.create_instance({"profile": {"name": "bx2-2x8"}, "zone": {"name": "us-south-1"},
+                                "primary_network_interface": {"subnet": {"id": seed["primary_network_interface"]["subnet"]["id"]}},
+                                "boot_volume_attachment": {"volume": {"source_snapshot": {"id": snap_ok["id"]},
+                                                                      "profile": {"name": "general-purpose"}}}}).get_result()
+    _wait(lambda: vpc.get_instance(made["id"]).get_result()["status"] == "failed")
+    assert vpc.get_instance(made["id"]).get_result()["lifecycle_state"] == "failed"
     with pytest.raises(RuntimeError, match="kind must be"):
         emu.fail_next("bogus")
 
