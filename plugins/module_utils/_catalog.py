@@ -61,6 +61,23 @@ def target_import_result(manifest, entries, image, previous, pruned, changed, or
     return result
 
 
+def delete_target_images(entries, delete_one, strict=False):
+    """Delete each image entry with ``delete_one(entry)`` (raising ReplicationError); one already gone (code 404) is fine.
+
+    Returns the ones that could not be deleted as ``orphaned`` records {name, id, key, msg}; ``strict`` raises at the first."""
+    orphaned = []
+    for entry in entries:
+        try:
+            delete_one(entry)
+        except ReplicationError as exc:
+            if exc.details.get("code") == 404:
+                continue
+            if strict:
+                raise
+            orphaned.append({"name": entry["name"], "id": entry["id"], "key": entry.get("key"), "msg": exc.msg})
+    return orphaned
+
+
 def _import_result(record, images, latest, image, previous, pruned, changed, orphaned):
     return dict(changed=changed, image=record(image) or {}, latest=record(latest), previous_latest=record(previous),
                 pruned=[e["name"] for e in pruned], images=[record(e) for e in images], orphaned=list(orphaned))

@@ -18,7 +18,7 @@ import time
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _naming, _providers, _wait
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _errors, _naming, _providers, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, ReplicationError, WaitTimeout
 from ansible_collections.vmimage.replication.plugins.module_utils._files import write_json
 from ansible_collections.vmimage.replication.plugins.module_utils._powervs_client import (
@@ -164,7 +164,12 @@ class Target(_providers.Target):
             return self._result(planned, entries, image, previous, pruned, True)
         leftovers = [e for e in entries if e["name"] == image["name"]]  # a failed import of the same export
         self._delete(leftovers, strict=True)
-        job = self._import(key, image)
+        try:
+            job = self._import(key, image)
+        except BaseException as exc:
+            if isinstance(exc, _errors._Terminated):  # pylint: disable=protected-access
+                self._abandon_import(image)
+            raise
         made = next((e for e in self._entries() if e["name"] == image["name"]), None)
         if made is None or made["status"] != "active":
             raise ReplicationError("Failed to import image %s into PowerVS workspace %s: job %s completed but the image is %s; run the import again"
@@ -187,17 +192,10 @@ class Target(_providers.Target):
 
     # --- helpers --------------------------------------------------------------------------------------------------------------
     def _delete(self, entries, strict=False):
-        orphaned = []
-        for entry in entries:
-            try:
-                self._call("delete image %s" % entry["name"], self.client.delete_image, entry["id"])
-            except ReplicationError as exc:
-                if exc.details.get("code") == 404:
-                    continue
-                if strict:
-                    raise
-                orphaned.append({"name": entry["name"], "id": entry["id"], "key": entry.get("key"), "msg": exc.msg})
-        return orphaned
+        def delete_one(entry):
+            self._call("delete image %s" % entry["name"], self.client.delete_image, entry["id"])
+
+        return _catalog.delete_target_images(entries, delete_one, strict)
 
     def _body(self, key, image):
         p, pvs, cos = self.params, self.pvs, self.params["cos"]
@@ -219,9 +217,24 @@ class Target(_providers.Target):
                 body["storageAffinity"]["affinityVolume"] = pvs["affinity_volume"]
         return body
 
+    def _abandon_import(self, image):
+        """A cancelled run (SIGTERM: ansible-runner's cancel, the watchdog) leaves the catalog as it was. PowerVS cannot stop
+        an import job, so follow it to its end (within wait_timeout) and delete the image it made."""
+        job_id = getattr(self, "_job_id", None)
+        deadline = time.monotonic() + float(self.params.get("wait_timeout") or 21600)
+        while job_id and time.monotonic() < deadline:
+            try:
+                state = ((self.client.job(job_id) or {}).get("status") or {}).get("state")
+            except ApiException:
+                state = None
+            if state in ("completed", "failed"):
+                break
+            time.sleep(float(self.params.get("wait_sleep") or 30.0))
+        self._delete([e for e in self._entries() if e["name"] == image["name"]])
+
     def _import(self, key, image):
         reference = self._call("start the import of image %s" % image["name"], self.client.import_cos, self._body(key, image))
-        job_id = reference["id"]
+        job_id = self._job_id = reference["id"]
         progress_file = self.params.get("progress_file")
         seen = {"job": {"id": job_id, "state": "queued", "progress": 0, "message": ""}}
 

@@ -20,6 +20,9 @@ description:
     already active is the same export and is not imported again.
   - Images past retention (O(keep_last), O(keep_days)) among those named C(<server>-<YYYYMMDD-HHMMSS>) are deleted only after
     the new image is active; a failed job's image is deleted, so a failed import leaves the catalog as it was.
+  - Cancelled (SIGTERM, or O(abandon_after) seconds without a touch of O(heartbeat_file) when run with C(async)), it
+    cannot stop the PowerVS job: it follows the job to its end within O(wait_timeout) and deletes the image the job made,
+    so a cancelled import also leaves the catalog as it was.
   - Authentication is IBM Cloud IAM (API key, token renewed before it expires); calls answered 429 or 5xx are retried with
     backoff (Retry-After honoured); waits are bounded by O(wait_timeout).
 author:
@@ -31,6 +34,7 @@ extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.watchdog
 options:
   target:
     description:
@@ -171,7 +175,7 @@ job:
   sample: {id: 6d8f7e0a-1b2c-4d3e-8f9a-0b1c2d3e4f5a, state: completed, status: completed, progress: 100.0, message: image imported}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _powervs, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _powervs, _providers, _watchdog
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 
@@ -203,9 +207,10 @@ def main():
         progress_file=dict(type="path"),
         wait_timeout=dict(type="int", default=21600),
         wait_sleep=dict(type="float", default=30.0),
+        **_watchdog.SPEC  # stops following the job when nobody follows this task (heartbeat_file, abandon_after)
     )
     _powervs.new_module(spec, "import image into PowerVS", groups=("cos", "catalog"), needs_cos=True,
-                        required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])]).run(run)
+                        required_if=[("state", "present", ["key"]), ("state", "absent", ["name"])]).run(_watchdog.guarded(run, "import into PowerVS", "key"))
 
 
 if __name__ == "__main__":

@@ -37,3 +37,19 @@ def test_powervs_target_without_option_powervs_names_what_to_set():
     with pytest.raises(ReplicationError) as err:
         _powervs.Target({"server": "web01", "powervs": None})
     assert "option powervs is not set" in err.value.msg and "web01" in err.value.msg and "api_key" in err.value.msg
+
+
+def test_delete_target_images_skips_gone_ones_and_reports_the_rest():
+    def delete_one(entry):
+        if entry["name"] == "gone":
+            raise ReplicationError("Failed to delete image gone: HTTP 404", code=404)
+        if entry["name"] == "stuck":
+            raise ReplicationError("Failed to delete image stuck: HTTP 500", code=500)
+        deleted.append(entry["name"])
+
+    deleted = []
+    entries = [_entry("ok"), _entry("gone"), _entry("stuck")]
+    orphaned = _catalog.delete_target_images(entries, delete_one)
+    assert deleted == ["ok"] and orphaned == [{"name": "stuck", "id": "id-stuck", "key": None, "msg": "Failed to delete image stuck: HTTP 500"}]
+    with pytest.raises(ReplicationError, match="stuck"):
+        _catalog.delete_target_images(entries, delete_one, strict=True)

@@ -1,0 +1,66 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""playbooks/powervc_import.yml cancelled through ansible-runner's cancel_callback while the PowerVS import job runs.
+
+ansible-runner kills ansible-playbook, so no ``always:`` runs. It still ends clean: the session directory went as
+soon as the OVA was in the bucket, the upload is complete (no multipart upload left), and the import's follower
+(an ``async`` task that outlives the playbook) stops once nobody polls it for ``powervc_host_abandon_after``
+seconds, follows the job PowerVS cannot stop to its end and deletes the image it made: the catalog is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tests.integration.test_abandoned_stage import stage_processes
+from tests.integration.test_powervc_import import PLAYBOOK, bed, pvc_ssh, pvc_user, pvs  # noqa: F401 pylint: disable=unused-import
+from tests.peers.runner import run_playbook
+
+
+def _wait(predicate, bound=90.0):
+    """Poll ``predicate`` until true, at most ``bound`` seconds (a bound on a hang, not a timed assertion)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_cancel_while_the_import_job_runs_ends_clean(bed):  # noqa: F811
+    emulator = bed.emulator
+    saved = (emulator.running_seconds, emulator.progress_steps)
+    emulator.running_seconds, emulator.progress_steps = 600.0, 300  # the job runs until the test lets it finish
+    seen = {}
+
+    def cancel():
+        running = [j for j in bed.ws.jobs.values() if j["status"]["state"] == "running"]
+        if running and "job" not in seen:
+            seen["job"] = running[0]
+        return bool(running)
+
+    try:
+        private = str(bed.tmp_path / "runner-cancel")
+        os.makedirs(private)
+        run = run_playbook(PLAYBOOK, bed.inventory, extravars=bed.extravars(powervc_host_abandon_after=3, powervc_host_poll_wait=0.3),
+                           private_dir=private, cancel_callback=cancel)
+        run.private_dir = private
+        assert run.status == "canceled", run.status
+        job = seen["job"]
+        assert job["status"]["state"] == "running"
+        # Nothing was left on the PowerVC host or in the bucket's uploads when the cancel came.
+        assert os.listdir(bed.host.sessions) == [] and bed.uploads() == []
+        emulator.running_seconds = 0.5  # PowerVS finishes the job it could not stop
+        assert _wait(lambda: job["status"]["state"] in ("completed", "failed"))
+        assert _wait(lambda: not stage_processes(run.private_dir)), "the import's follower did not stop"
+        assert bed.ws.images == {}, bed.ws.images  # the image the job made was deleted: the catalog is as it was
+        assert os.listdir(bed.host.sessions) == [] and bed.uploads() == []
+        # What the killed controller could not remove (its progress and heartbeat files) is in the run's own private
+        # directory, which ansible-runner's caller (AWX, a management application) removes with the run.
+        assert not [n for n in os.listdir(os.path.dirname(bed.host.sessions)) if n.startswith("powervc-import-")]
+    finally:
+        emulator.running_seconds, emulator.progress_steps = saved
+        for pid in stage_processes(str(bed.tmp_path / "runner-cancel")):
+            os.kill(pid, 9)
