@@ -21,8 +21,8 @@ description:
   - Images past retention (O(keep_last), O(keep_days)) among those named C(<server>-<YYYYMMDD-HHMMSS>) are deleted only after
     the new image is active; a failed job's image is deleted, so a failed import leaves the catalog as it was.
   - Cancelled (SIGTERM, or O(abandon_after) seconds without a touch of O(heartbeat_file) when run with C(async)), it
-    cannot stop the PowerVS job: it follows the job to its end within O(wait_timeout) and deletes the image the job made,
-    so a cancelled import also leaves the catalog as it was.
+    cannot stop the PowerVS job; so it follows the job to its end within O(wait_timeout) and deletes the image the job
+    made, and a cancelled import also leaves the catalog as it was.
   - Authentication is IBM Cloud IAM (API key, token renewed before it expires); calls answered 429 or 5xx are retried with
     backoff (Retry-After honoured); waits are bounded by O(wait_timeout).
 author:
