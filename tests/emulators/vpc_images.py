@@ -18,6 +18,7 @@ knob of the core gives its quota error.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -152,6 +153,7 @@ def _run_import(emu, rec, region, started):
             drop_file(emu, rec["id"])  # deleted while importing
             return
         emu.later(rec, max(0.0, started + emu.delay - time.monotonic()), changes)
+        rec["_due"].sort(key=lambda due: due[0])  # a date patched in meanwhile may be due later
 
 
 def drop_file(emu, rid):
@@ -172,10 +174,40 @@ def _listed(items, query):
     return items
 
 
+def _from_volume(emu, region, body, name):
+    """An image of a volume that has an operating system and is not in use: its bytes copied, available after the delay."""
+    ident = body["source_volume"]
+    vid = ident.get("id") or (ident.get("href") or ident.get("crn") or "").replace(":", "/").rstrip("/").rsplit("/", 1)[-1]
+    volume = emu.find("volume", region, vid)
+    if not volume.get("operating_system"):
+        raise _field("source_volume", "Volume %s has no operating_system, so no image can be made of it" % vid, "volume_no_operating_system")
+    if volume.get("active") or volume.get("busy"):
+        raise ApiError(409, "volume_in_use", "Volume %s is active or busy; stop its instance first" % vid)
+    os_record = vpc_images_os.find(emu, region, volume["operating_system"])  # the full OperatingSystem, as an image shows it
+    rec = new_image(emu, region, name, os_record, None, (body.get("resource_group") or {}).get("id"))
+    rec["source_volume"] = {"id": volume["id"], "crn": volume["crn"], "href": volume["href"], "name": volume["name"], "resource_type": "volume"}
+    source = os.path.join(emu.data_dir, volume["id"] + ".img") if emu.data_dir else None
+    if source and os.path.exists(source):
+        shutil.copyfile(source, os.path.join(emu.data_dir, rec["id"] + ".img"))
+    emu.later(rec, emu.delay, {"status": "available", "status_reasons": [], "file": {"size": volume["capacity"]},
+                               "minimum_provisioned_size": volume["capacity"],
+                               "zones": [emu.zone_ref(region, "%s-%d" % (region, n)) for n in (1, 2, 3)]})
+    return rec
+
+
+def _unique(emu, region, name):
+    check_name(name)
+    if any(r["name"] == name for r in emu.records("image", region)):
+        raise ApiError(409, "validation_unique_failed", "The image name %s is already in use in region %s" % (name, region),
+                       target={"name": "name", "type": "field"})
+
+
 def create(emu, region, body):
     body = body or {}
     if body.get("source_volume"):
-        raise _field("source_volume", "This emulator imports images from files only (file.href)", "not_supported")
+        name = body.get("name") or "-".join(random.sample(WORDS, 3))
+        _unique(emu, region, name)
+        return _from_volume(emu, region, body, name)
     href = (body.get("file") or {}).get("href")
     if not href:
         raise _field("file", "file.href (cos://<region>/<bucket>/<key>) is required", "validation_required_field")
@@ -190,10 +222,7 @@ def create(emu, region, body):
     if bool(body.get("encrypted_data_key")) != bool(body.get("encryption_key")):
         raise _field("encrypted_data_key", "encrypted_data_key and encryption_key are given together", "validation_required_field")
     name = body.get("name") or "-".join(random.sample(WORDS, 3))
-    check_name(name)
-    if any(r["name"] == name for r in emu.records("image", region)):
-        raise ApiError(409, "validation_unique_failed", "The image name %s is already in use in region %s" % (name, region),
-                       target={"name": "name", "type": "field"})
+    _unique(emu, region, name)
     key_ref = body.get("encryption_key") or {}
     rec = new_image(emu, region, name, os_record, href, (body.get("resource_group") or {}).get("id"), key_ref.get("crn") or key_ref.get("id"))
     if emu.take_failure("image"):
@@ -228,6 +257,7 @@ def register(emu):
             raise _field(unknown[0], "Image fields %s cannot be updated" % ", ".join(unknown), "validation_invalid_field")
         if "name" in body:
             check_name(body["name"])
+        _check_dates(emu, rec, body)
 
     def delete_image(region, params, query, body, headers):
         rec = emu.find("image", region, params["id"])
@@ -261,5 +291,47 @@ def register(emu):
     emu.route("GET", "/images/{id}", emu.getter("image"))
     emu.route("PATCH", "/images/{id}", emu.updater("image", PATCHABLE, patch_check))
     emu.route("DELETE", "/images/{id}", delete_image)
+    emu.route("POST", "/images/{id}/deprecate", lambda region, params, *unused: _retire(emu, region, params["id"], "deprecated"))
+    emu.route("POST", "/images/{id}/obsolete", lambda region, params, *unused: _retire(emu, region, params["id"], "obsolete"))
     emu.control("POST", "/image-buckets", buckets_control)
     emu.control("POST", "/images", seed_control)
+
+
+def _when(value, field):
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise _field(field, "%s must be an RFC 3339 date and time, not %r" % (field, value), "validation_invalid_format") from None
+
+
+def _check_dates(emu, rec, body):
+    """deprecation_at / obsolescence_at: not in the past, deprecation before obsolescence; the status follows when they come."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    dates = {}
+    for field in ("deprecation_at", "obsolescence_at"):
+        value = body.get(field, rec.get(field))
+        if value is not None:
+            dates[field] = _when(value, field)
+            if field in body and dates[field] < now:
+                raise _field(field, "%s must not be in the past" % field)
+    if len(dates) == 2 and dates["deprecation_at"] >= dates["obsolescence_at"]:
+        raise _field("obsolescence_at", "obsolescence_at must be later than deprecation_at")
+    for field, status in (("deprecation_at", "deprecated"), ("obsolescence_at", "obsolete")):
+        if field in body and body[field] is not None:
+            emu.later(rec, (dates[field] - now).total_seconds(), lambda r, status=status: r["status"] in ("available", "deprecated")
+                      and r.update(status=status))
+            rec["_due"].sort(key=lambda due: due[0])  # settle() reads the earliest first
+
+
+def _retire(emu, region, rid, status):
+    """POST /images/{id}/deprecate or /obsolete: the status now, its time set to now (202 with the image)."""
+    rec = emu.find("image", region, rid)
+    field = "deprecation_at" if status == "deprecated" else "obsolescence_at"
+    allowed = ("available",) if status == "deprecated" else ("available", "deprecated")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    future_deprecation = status == "obsolete" and rec.get("deprecation_at") and _when(rec["deprecation_at"], "deprecation_at") > now
+    if rec["status"] not in allowed or rec.get(field) or future_deprecation:
+        raise ApiError(409, "image_status_conflict", "Image %s is %s%s and cannot become %s"
+                       % (rid, rec["status"], " with %s set" % field if rec.get(field) else "", status))
+    rec.update({"status": status, field: now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    return 202, rec
