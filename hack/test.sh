@@ -8,6 +8,10 @@ export PATH="$root/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$root/.build/collections"
 staged=.build/collections/ansible_collections/vmimage/replication
 if [ "$#" -gt 0 ]; then stages=("$@"); else stages=(sanity lint unit integration); fi
+# pytest-xdist workers: the tests mostly wait (on servers, polls, ansible-playbook), so more workers than cores pay.
+# loadgroup keeps tests marked xdist_group(name) on one worker (module-scoped peers that hold fixed resources).
+unit_workers=${VMI_UNIT_WORKERS:-4}
+integration_workers=${VMI_INTEGRATION_WORKERS:-4}
 # Sanity and lint read the staged copy: stage the working tree as it is now.
 bash hack/stage-collection.sh || exit 2
 
@@ -20,10 +24,10 @@ run_stage() {
       (cd "$staged" && ansible-lint --profile production --offline --nocolor)
       ;;
     unit)
-      python -m pytest -q -p no:cacheprovider tests/unit
+      python -m pytest -q -p no:cacheprovider -n "$unit_workers" --dist loadgroup tests/unit
       ;;
     integration)
-      python -m pytest -q -p no:cacheprovider tests/integration
+      python -m pytest -q -p no:cacheprovider -n "$integration_workers" --dist loadgroup tests/integration
       ;;
     *) echo "unknown stage $1" >&2; return 2 ;;
   esac

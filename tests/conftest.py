@@ -59,6 +59,19 @@ def pytest_sessionfinish(session):
             reporter.write_line(leftovers.failure_message(left), red=True, bold=True)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Under ``--dist loadgroup``, tests that share a module-scoped fixture run on one worker.
+
+    Such a fixture is built once per worker that needs it: on one worker it is built once (a module's pip installs,
+    a 256 MiB disk), and what it holds (a login made with useradd, a host's directories) is never made twice at once.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_tmpdir(tmp_path_factory):
     """Point TMPDIR (and tempfile) of this process (each xdist worker: its own) at a pytest tmp dir."""
