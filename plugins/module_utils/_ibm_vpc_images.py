@@ -23,11 +23,8 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _catalo
 from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_client as vpcc
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
-PUBLIC = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "status", "vpc_name")
-
-
-def _public(entry):
-    return {k: entry.get(k) for k in PUBLIC} if entry else None
+EXTRA_FIELDS = ("vpc_name",)  # the image's name in VPC (<server>-latest) beside its snapshot-time name
+USABLE = ("available", "deprecated")
 
 
 class Target(_providers.Target):
@@ -92,15 +89,12 @@ class Target(_providers.Target):
         return sorted(out, key=lambda e: (e["snapshot_time"], e["name"]))
 
     def _manifest(self, entries):
-        usable = [e for e in entries if e["status"] in ("available", "deprecated")]
+        usable = [e for e in entries if e["status"] in USABLE]
         latest = next((e["name"] for e in usable if e["latest"]), None)
         return {"images": usable, "latest": latest}
 
     def _result(self, manifest, entries, image, previous, pruned, changed, orphaned=()):
-        latest = next((e for e in manifest["images"] if e["name"] == manifest["latest"]), None)
-        return dict(changed=changed, image=_public(image) or {}, latest=_public(latest), previous_latest=_public(previous),
-                    pruned=[e["name"] for e in pruned], images=[_public(e) for e in manifest["images"]], orphaned=list(orphaned),
-                    orphans=[_public(e) for e in entries if e["status"] not in ("available", "deprecated")])
+        return _catalog.target_import_result(manifest, entries, image, previous, pruned, changed, orphaned, USABLE, EXTRA_FIELDS)
 
     def info(self):
         entries = self.entries(self._record(self._open("list images")))
@@ -208,15 +202,7 @@ class Target(_providers.Target):
         return self._result(manifest, entries, entry, previous, [], True, orphaned)
 
     def _delete(self, entries, strict=False):
-        orphaned = []
-        for entry in entries:
-            try:
-                self.api.call("delete image %s" % entry["name"], "image %s" % entry["name"], "delete_image", entry["id"])
-                self.api.wait_gone("get_image", entry["id"], "image %s" % entry["name"], "delete image %s" % entry["name"])
-            except ReplicationError as exc:
-                if exc.details.get("code") == 404:
-                    continue
-                if strict:
-                    raise
-                orphaned.append({"name": entry["name"], "id": entry["id"], "key": entry.get("key"), "msg": exc.msg})
-        return orphaned
+        def delete_one(entry):
+            self.api.call("delete image %s" % entry["name"], "image %s" % entry["name"], "delete_image", entry["id"])
+            self.api.wait_gone("get_image", entry["id"], "image %s" % entry["name"], "delete image %s" % entry["name"])
+        return _catalog.delete_target_images(entries, delete_one, strict)

@@ -262,8 +262,10 @@ class VpcImagesPeer(BucketCatalogPeer):
 
         s3 = request.getfixturevalue("s3_rclone")
         super().__init__(s3)
-        self.emulator = VpcEmulator(self.API_KEY, delay=0.05, s3={"endpoint": s3.endpoint, "access_key": s3.access_key_id,
-                                                                "secret_key": s3.secret_access_key, "region": s3.region})
+        data = request.getfixturevalue("tmp_path") / "vpc-data"  # image bytes and import work files stay under pytest's tmp dir
+        data.mkdir()
+        self.emulator = VpcEmulator(self.API_KEY, delay=0.05, data_dir=str(data), s3={
+            "endpoint": s3.endpoint, "access_key": s3.access_key_id, "secret_key": s3.secret_access_key, "region": s3.region})
         self.emulator.start()
         request.addfinalizer(self.emulator.stop)
 
