@@ -104,8 +104,13 @@ class Target(_providers.Target):
             try:
                 self._conn = openstack.connect(cloud=self.os.get("cloud"), app_name="vmimage.replication", **kwargs)
             except os_exceptions.ConfigException as exc:
-                hint = ("add cloud %s to clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/) or fix openstack.cloud"
-                        % self.os["cloud"]) if self.os.get("cloud") else "set openstack.cloud or openstack.auth"
+                if "region" in str(exc).lower():
+                    hint = "fix openstack.region_name (or the regions of the cloud in clouds.yaml)"
+                elif self.os.get("cloud"):
+                    hint = ("add cloud %s to clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/) or fix openstack.cloud"
+                            % self.os["cloud"])
+                else:
+                    hint = "set openstack.cloud or openstack.auth"
                 raise ReplicationError("Failed to use target openstack: %s; %s" % (exc, hint), cloud=self.os.get("cloud")) from None
         return self._conn
 
@@ -264,8 +269,8 @@ class Target(_providers.Target):
             hint = {400: "Glance refused the image; check its disk_formats / container_formats (it must accept qcow2, bare)",
                     401: "check the credentials", 403: "the user may not create images here, or a quota is reached",
                     409: "the image is not in a state that accepts this", 413: "the image is larger than Glance's image_size_cap or the quota"}
-            raise ReplicationError("Failed to %s in %s: HTTP %d %s; %s" % (action, self.where, response.status_code, text,
-                                                                             hint.get(response.status_code, "see Glance's log")),
+            todo = hint.get(response.status_code, "see Glance's log")
+            raise ReplicationError("Failed to %s in %s: HTTP %d %s; %s" % (action, self.where, response.status_code, text, todo),
                                    code=response.status_code)
         return response.json() if response.content else {}
 

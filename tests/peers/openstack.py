@@ -184,10 +184,9 @@ class OpenStackPeer:
         _write(os.path.join(base, "keystone_wsgi.py"), KEYSTONE_WSGI)
         # The application loads while bootstrap writes the admin user (it needs no user to start).
         self._serve("keystone", "keystone_wsgi:application", base, {"OS_KEYSTONE_CONFIG_FILES": conf, "PYTHONPATH": base})
-        self._run("keystone-manage bootstrap", manage + ["bootstrap", "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
-                                                          "--bootstrap-role-name", "admin", "--bootstrap-region-id", REGIONS[0],
-                                                          "--bootstrap-public-url", self.auth_url],
-                  env={"OS_BOOTSTRAP_PASSWORD": self.password})
+        bootstrap = ["bootstrap", "--bootstrap-username", "admin", "--bootstrap-project-name", "admin", "--bootstrap-role-name", "admin",
+                     "--bootstrap-region-id", REGIONS[0], "--bootstrap-public-url", self.auth_url]
+        self._run("keystone-manage bootstrap", manage + bootstrap, env={"OS_BOOTSTRAP_PASSWORD": self.password})
 
     def _serve(self, name, app, base, env):
         args = [os.path.join(VENV, "bin", "gunicorn"), "--no-control-socket", "--bind", "%s:%d" % (self.host, self.ports[name]),
@@ -286,7 +285,7 @@ class OpenStackPeer:
     def _write_clouds_yaml(self):
         auth = self.auth()
         lines = ["clouds:", "  peer:", "    auth:"] + ["      %s: %s" % (k, v) for k, v in auth.items()]
-        lines += ["    region_name: RegionTwo", "    interface: public", "    identity_api_version: 3"]
+        lines += ["    regions: [%s]" % ", ".join(REGIONS), "    interface: public", "    identity_api_version: 3"]
         _write(self.clouds_yaml, "\n".join(lines) + "\n")
 
 
