@@ -26,6 +26,8 @@ options:
       endpoint:
         description:
           - The VPC API URL (with its V(/v1)), instead of the one O(ibm_vpc.region) gives (a private endpoint, a test server).
+          - A C({region}) in it is replaced by the region of each call (modules that work in several regions, such as
+            M(vmimage.replication.snapshot_copy)).
         type: str
       iam_url:
         description:
@@ -50,7 +52,7 @@ options:
       by_id_dir:
         description:
           - Where the conversion host lists its disks by serial; M(vmimage.replication.volume_attach) finds the attached volume there as
-            C(virtio-<first 20 characters of the volume attachment id>), never by guessing C(/dev/vdX).
+            C(virtio-<first 20 characters of the attachment's device id>), never by guessing C(/dev/vdX).
         type: path
         default: /dev/disk/by-id
       volume_profile:

@@ -60,7 +60,12 @@ def settings(params):
 
 
 def service_url(vpc, region=None):
+    """The API of ``region``: ibm_vpc.endpoint for its own region (any region when it holds ``{region}``), else IBM's public URL."""
     region = region or vpc.get("region")
+    if vpc.get("endpoint") and "{region}" in vpc["endpoint"]:
+        if not region:
+            raise ReplicationError("Failed to use IBM Cloud VPC: no region; set ibm_vpc.region (for example us-south)")
+        return vpc["endpoint"].replace("{region}", region).rstrip("/")
     if vpc.get("endpoint") and (region is None or region == vpc.get("region")):
         return vpc["endpoint"].rstrip("/")
     if not region:

@@ -17,7 +17,9 @@ description:
     from those tags, and a snapshot without them is never touched.
   - Several copies run at once, at most O(max_concurrent_copies) per destination; when AWS refuses one more
     (C(ResourceLimitExceeded), throttling) the module waits for copies in flight and tries again.
-  - AWS EBS snapshots (the logic in C(_snapshot_copy) is provider-neutral; other clouds come as other backends).
+  - O(provider=aws) copies EBS snapshots; O(provider=ibm_vpc) copies IBM Cloud VPC block storage snapshots with VPC's
+    cross-region copy (a new snapshot in the destination made from the source's CRN), the state in C(user_tags)
+    (C(vmimage.replication.<name>:<value>), as IBM tags allow no C(/) or C(=)).
   - The wait is bounded in seconds (O(wait_timeout)), not in attempts, so copies that take hours succeed.
   - C(changed) is true only when something was copied or deleted. In check mode the result lists what would be copied and deleted.
 author:
@@ -25,7 +27,20 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.aws
   - vmimage.replication.aws.attributes
+  - vmimage.replication.ibm_vpc
 options:
+  provider:
+    description:
+      - The cloud of the snapshots. With V(ibm_vpc), O(region) (else O(ibm_vpc.region)) is the source region and the
+        connection is O(ibm_vpc); O(velero), O(kms_key_id) and O(encrypted) are AWS only.
+    type: str
+    choices: [aws, ibm_vpc]
+    default: aws
+  encryption_key:
+    description:
+      - O(provider=ibm_vpc) - encrypt the copies with this root key, the CRN of a Key Protect or Hyper Protect Crypto Services
+        key (C(crn:v1:...:kms:...:key:<id>)) that the destination region may use. By default the copies are provider managed.
+    type: str
   destination_regions:
     description:
       - The regions to copy to; the source region O(region) is not allowed here.
@@ -34,7 +49,7 @@ options:
     required: true
   tags:
     description:
-      - Select the source snapshots that carry all of these tags.
+      - Select the source snapshots that carry all of these tags (with O(provider=ibm_vpc), the user tags C(<key>:<value>)).
     type: dict
   volume_ids:
     description:
@@ -90,7 +105,8 @@ options:
   max_concurrent_copies:
     description:
       - Copies in flight at once per destination region, from 1 to 20 (AWS's quota of concurrent snapshot copies
-        per destination region is 20 and not adjustable, shared with every other copy the account makes).
+        per destination region is 20 and not adjustable, shared with every other copy the account makes). With
+        O(provider=ibm_vpc) a copy refused with HTTP 429 after the SDK's retries lowers the limit for the rest of the run.
     type: int
     default: 5
   disabled:
@@ -144,6 +160,16 @@ EXAMPLES = r"""
     retention_count: 7
   check_mode: true
   register: preview
+
+- name: Copy the VPC snapshots tagged backup:nightly from Dallas to Frankfurt, keep 14 days, encrypted with a Key Protect key
+  vmimage.replication.snapshot_copy:
+    provider: ibm_vpc
+    region: us-south
+    destination_regions: [eu-de]
+    tags:
+      backup: nightly
+    retention_days: 14
+    encryption_key: "crn:v1:bluemix:public:kms:eu-de:a/1234567890abcdef:11112222-3333-4444-5555-666677778888:key:aaaabbbb-cccc-dddd-eeee-ffff00001111"
 """
 
 RETURN = r"""
@@ -212,14 +238,39 @@ skipped_too_old:
 import datetime
 
 from ansible.module_utils.basic import env_fallback
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _snapshot_copy, _velero
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _snapshot_copy, _velero
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
+    if module.params["provider"] == "ibm_vpc":
+        return _run_ibm_vpc(module)
     with _aws.errors(module.action):
         return _run(module)
+
+
+def _run_ibm_vpc(module):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
+
+    p = module.params
+    if p["disabled"]:
+        return dict(changed=False, disabled=True, msg="disabled (option disabled or SNAPSHOT_COPY_DISABLED): nothing copied or deleted")
+    for aws_only in ("velero", "kms_key_id"):
+        if p[aws_only]:
+            raise ReplicationError("Failed to plan copies: %s is for provider aws; with ibm_vpc select by tags or volume_ids%s"
+                                   % (aws_only, " and encrypt with encryption_key" if aws_only == "kms_key_id" else ""))
+    if not 1 <= p["max_concurrent_copies"] <= 20:
+        raise ReplicationError("Failed to plan copies: max_concurrent_copies=%s is outside 1..20" % p["max_concurrent_copies"])
+    selector = _snapshot_copy.selector_label(tags=p["tags"], volume_ids=p["volume_ids"])
+    _snapshot_copy.check_retention(p["retention_count"], p["retention_days"])
+    backend = _ibm_vpc_copy.CopyBackend(p, selector)
+    backend.check_keys()
+    backend.check_regions([backend.region] + list(p["destination_regions"]))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    result = _snapshot_copy.execute(backend, dict(p, region=backend.region), module.check_mode, now)
+    result["disabled"] = False
+    return result
 
 
 def _run(module):
@@ -246,7 +297,10 @@ def _run(module):
 
 def main():
     spec = dict(_aws.AWS_OPTIONS)
+    spec.update(_ibm_vpc_client.OPTIONS)
     spec.update(
+        provider=dict(type="str", choices=["aws", "ibm_vpc"], default="aws"),
+        encryption_key=dict(type="str", no_log=False),
         destination_regions=dict(type="list", elements="str", required=True),
         tags=dict(type="dict"),
         volume_ids=dict(type="list", elements="str"),

@@ -18,7 +18,15 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.aws
   - vmimage.replication.aws.attributes
+  - vmimage.replication.ibm_vpc
 options:
+  provider:
+    description:
+      - The cloud of the copies. With V(ibm_vpc) the copies are VPC snapshots of O(region) (else O(ibm_vpc.region)) whose user tags carry
+        C(created-by:vmimage.replication); their selector is listed as its digest, and the Velero and claim filters do not apply.
+    type: str
+    choices: [aws, ibm_vpc]
+    default: aws
   origin_region:
     description: Only copies of snapshots of this region.
     type: str
@@ -42,6 +50,13 @@ EXAMPLES = r"""
     region: eu-central-1
     pvc_name: data-db-0
   register: copies
+
+- name: The VPC snapshot copies in Frankfurt made from Dallas
+  vmimage.replication.snapshot_copy_info:
+    provider: ibm_vpc
+    region: eu-de
+    origin_region: us-south
+  register: vpc_copies
 """
 
 RETURN = r"""
@@ -74,11 +89,14 @@ snapshots:
       tags: {velero.io/backup: daily-20260310010000}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
+    if module.params["provider"] == "ibm_vpc":
+        return _run_ibm_vpc(module.params)
     with _aws.errors(module.action):
         return _run(module)
 
@@ -100,8 +118,22 @@ def _run(module):
     return dict(changed=False, snapshots=records)
 
 
+def _run_ibm_vpc(p):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
+
+    for aws_only in ("velero_backup", "pvc_name", "pvc_namespace"):
+        if p[aws_only]:
+            raise ReplicationError("Failed to list snapshot copies: %s is for provider aws (VPC copies carry no Velero or claim tags)" % aws_only)
+    region = p["region"] or _ibm_vpc_client.settings(p).get("region")
+    if not region:
+        raise ReplicationError("Failed to list snapshot copies: no region; set region or ibm_vpc.region")
+    return dict(changed=False, snapshots=_ibm_vpc_copy.copy_records(p, region, p["origin_region"]))
+
+
 def main():
     spec = dict(_aws.AWS_OPTIONS)
+    spec.update(_ibm_vpc_client.OPTIONS)
+    spec.update(provider=dict(type="str", choices=["aws", "ibm_vpc"], default="aws"))
     spec.update(origin_region=dict(type="str"), velero_backup=dict(type="str"), pvc_name=dict(type="str"), pvc_namespace=dict(type="str"))
     ReplicationModule(spec, action="list snapshot copies", mutually_exclusive=_aws.AWS_CONSTRAINTS["mutually_exclusive"],
                       required_together=_aws.AWS_CONSTRAINTS["required_together"]).run(run)

@@ -21,7 +21,21 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.aws
   - vmimage.replication.aws.attributes
+  - vmimage.replication.ibm_vpc
 options:
+  provider:
+    description:
+      - The cloud. With V(ibm_vpc), O(snapshot_id) is a VPC snapshot's id or name (usually a copy listed by
+        M(vmimage.replication.snapshot_copy_info)), O(region) (else O(ibm_vpc.region)) and O(availability_zone) say where the new
+        volume goes (a VPC zone such as V(eu-de-2)), a snapshot of another region is copied back first, O(volume_type) is a VPC
+        volume profile (default the original's, else O(ibm_vpc.volume_profile)) and O(encryption_key) a root key CRN.
+      - With V(ibm_vpc) no Kubernetes objects are proposed (RV(persistent_volume) is null); O(iops) and O(kms_key_id) are AWS only.
+    type: str
+    choices: [aws, ibm_vpc]
+    default: aws
+  encryption_key:
+    description: O(provider=ibm_vpc) - encrypt the new volume (and a copy back) with this Key Protect / Hyper Protect root key CRN.
+    type: str
   snapshot_id:
     description: The snapshot to restore (usually a copy listed by M(vmimage.replication.snapshot_copy_info)).
     type: str
@@ -170,12 +184,14 @@ persistent_volume_claim:
   sample: {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: data-db-0, namespace: shop}}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _k8s_manifests
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _k8s_manifests
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
 def run(module):
+    if module.params["provider"] == "ibm_vpc":
+        return _run_ibm_vpc(module)
     with _aws.errors(module.action):
         return _run(module)
 
@@ -204,9 +220,23 @@ def _run(module):
     return facts
 
 
+def _run_ibm_vpc(module):
+    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
+
+    for aws_only in ("iops", "kms_key_id"):
+        if module.params[aws_only]:
+            raise ReplicationError("Failed to restore snapshot %s: %s is for provider aws" % (module.params["snapshot_id"], aws_only))
+    changed, facts = _ibm_vpc_copy.restore(module.params, module.check_mode)
+    facts.update(changed=changed, persistent_volume=None, persistent_volume_claim=None)
+    return facts
+
+
 def main():
     spec = dict(_aws.AWS_OPTIONS)
+    spec.update(_ibm_vpc_client.OPTIONS)
     spec.update(
+        provider=dict(type="str", choices=["aws", "ibm_vpc"], default="aws"),
+        encryption_key=dict(type="str", no_log=False),
         snapshot_id=dict(type="str", required=True),
         snapshot_region=dict(type="str"),
         availability_zone=dict(type="str", required=True),
