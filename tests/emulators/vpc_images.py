@@ -118,7 +118,8 @@ def _download(emu, href, path):
 
 def inspect(emu, region, href, image_id):
     """Fetch and check the file: the fields of an available or a failed image."""
-    fmt = FORMATS[href.rsplit(".", 1)[1].lower()]
+    extension = href.rsplit(".", 1)[1].lower()
+    fmt = FORMATS[extension]
     work = tempfile.mkdtemp(prefix="vpc-image-", dir=emu.data_dir or None)
     try:
         path = os.path.join(work, "object")
@@ -128,7 +129,7 @@ def inspect(emu, region, href, image_id):
         info = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True, check=False)
         seen = json.loads(info.stdout).get("format") if info.returncode == 0 else None
         if seen != fmt:
-            return _failed("The image file %s is not a %s image (qemu-img sees %s)" % (href, fmt, seen or "no image"))
+            return _failed("The image file %s is not a %s image (qemu-img sees %s)" % (href, extension, seen or "no image"))
         check = subprocess.run(["qemu-img", "check", "-f", fmt, path], capture_output=True, text=True, check=False)
         if fmt == "qcow2" and check.returncode in (1, 2):
             return _failed("The image file %s is corrupt: qemu-img check: %s" % (href, (check.stdout + check.stderr).strip()[-300:]))

@@ -73,6 +73,14 @@ def qcow2(tmp_path_factory):
     return make
 
 
+def _vhd_of(qcow2_bytes, work):
+    """The same disk as a VHD (qemu-img's ``vpc`` format), made in the directory ``work``."""
+    source, target = work / "d.qcow2", work / "d.vhd"
+    source.write_bytes(qcow2_bytes)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "vpc", str(source), str(target)], check=True)
+    return target.read_bytes()
+
+
 class Lab:
     """A bucket of image objects and the ibm_vpc target of one server."""
 
@@ -123,7 +131,7 @@ def _wait_status(client, image_id, wanted, timeout=30):
         time.sleep(0.05)
 
 
-def test_image_answers_fit_the_sdk_models(lab, qcow2):
+def test_image_answers_fit_the_sdk_models(lab, qcow2, tmp_path):
     body = qcow2(16)
     key = lab.upload(T1, body)
     client = sdk(lab.vpc)
@@ -150,6 +158,14 @@ def test_image_answers_fit_the_sdk_models(lab, qcow2):
     assert names == [lab.server + "-" + s for s in "abcd"]
     assert [i["name"] for i in client.list_images(name=lab.server + "-c").get_result()["images"]] == [lab.server + "-c"]
     assert client.list_images(visibility="public").get_result()["images"] == []
+
+    vhd = lab.bucket + "-vhd.vhd"
+    made_vhd = _vhd_of(qcow2(8), tmp_path)
+    lab.s3.client().put_object(Bucket=lab.bucket, Key=vhd, Body=made_vhd)
+    from_vhd = client.create_image({"name": lab.server + "-vhd", "file": {"href": "cos://%s/%s/%s" % (lab.s3.region, lab.bucket, vhd)},
+                                    "operating_system": {"name": "debian-12-amd64"}}).get_result()
+    assert _wait_status(client, from_vhd["id"], "available")["file"]["checksums"]["sha256"] == hashlib.sha256(made_vhd).hexdigest()
+    client.delete_image(from_vhd["id"])
 
     def code_of(call, *args):
         with pytest.raises(ApiException) as err:
@@ -184,6 +200,9 @@ def test_failed_imports_say_why(lab, qcow2):
         return failed["status_reasons"][0]["message"]
 
     assert "not a qcow2 image" in outcome(broken)
+    vhd_key = good[:-len("qcow2")] + "vhd"  # the extension names the format: a QCOW2 named .vhd is refused
+    lab.s3.client().copy_object(Bucket=lab.bucket, Key=vhd_key, CopySource={"Bucket": lab.bucket, "Key": good})
+    assert "not a vhd image (qemu-img sees qcow2)" in outcome(vhd_key)
     assert "was not found" in outcome("images/nothing.qcow2")
     lab.vpc.control("POST", "/image-buckets", {"bucket": lab.bucket, "authorised": False})
     try:
