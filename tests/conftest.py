@@ -60,7 +60,7 @@ def pytest_sessionfinish(session):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup``, tests that share a module-scoped fixture run on one worker.
 
     Such a fixture is built once per worker that needs it: on one worker it is built once (a module's pip installs,
@@ -70,6 +70,23 @@ def pytest_collection_modifyitems(items):
         info = getattr(item, "_fixtureinfo", None)
         if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        for item in items:
+            _group_suffix(item)
+
+
+def _group_suffix(item):
+    """Give an xdist_group test the "@<group>" node id suffix the loadgroup scheduler reads.
+
+    pytest-xdist 3.8.0 writes it to ``item._nodeid``, which pytest 9.2 no longer reads (node ids are structured), so
+    without this every group is silently spread over the workers (pytest-dev/pytest-xdist#1386).
+    """
+    from _pytest.nodeid import coerce_node_id
+
+    names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) for mark in item.iter_markers("xdist_group")})
+    suffix = "@" + "_".join(names)
+    if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+        item._id = coerce_node_id(item.nodeid + suffix)
 
 
 @pytest.fixture(scope="session", autouse=True)
