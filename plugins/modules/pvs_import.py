@@ -176,7 +176,7 @@ job:
 """
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _powervs, _providers, _watchdog
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError, terminate_as_error
 
 
 def run(module):
@@ -184,11 +184,13 @@ def run(module):
     if p["keep_last"] < 1 or (p["keep_days"] is not None and p["keep_days"] < 0):
         raise ReplicationError("Failed to import image of %s into PowerVS: keep_last must be 1 or more and keep_days 0 or more" % p["server"])
     target = _providers.target(p)
-    if p["state"] == "absent":
-        result = target.remove_image(p["name"], force=p["force"], check_mode=module.check_mode)
-    else:
-        result = target.import_image(p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], keep_last=p["keep_last"],
-                                     keep_days=p["keep_days"], check_mode=module.check_mode)
+    # A SIGTERM (a cancelled job) is an error, so a running import is undone instead of left half made.
+    with terminate_as_error("import image of %s into PowerVS" % p["server"]):
+        if p["state"] == "absent":
+            result = target.remove_image(p["name"], force=p["force"], check_mode=module.check_mode)
+        else:
+            result = target.import_image(p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], keep_last=p["keep_last"],
+                                         keep_days=p["keep_days"], check_mode=module.check_mode)
     for orphan in result["orphaned"]:
         module.ansible.warn("%s; delete image %s (%s) by hand" % (orphan["msg"], orphan["name"], orphan["id"]))
     return result

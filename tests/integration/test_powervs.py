@@ -236,3 +236,38 @@ def test_emulator_follows_the_reference_shapes(bed):
     assert requests.get(base + "/images/" + images[0]["imageID"], headers=headers, timeout=10).status_code == 404
     assert requests.get(base, headers={"Authorization": "Bearer nope", "CRN": bed.ws.crn}, timeout=10).status_code == 401
     assert requests.get(base, headers={"Authorization": headers["Authorization"], "CRN": "crn:other"}, timeout=10).status_code == 403
+
+
+def test_sigterm_during_the_job_waits_for_it_and_deletes_its_image(bed):
+    """PowerVS cannot stop an import job: a cancelled import follows it to its end and deletes what it made."""
+    import os
+    import signal
+    import threading
+
+    from ansible_collections.vmimage.replication.plugins.module_utils._errors import terminate_as_error
+
+    bed.target().import_image(bed.upload("20260301-100000"))
+    before = dict(bed.ws.images)
+    bed.emulator.running_seconds, bed.emulator.progress_steps = 60.0, 60
+
+    def cancel_when_running():
+        for _unused in range(500):
+            if any(j["status"]["state"] == "running" for j in bed.ws.jobs.values()):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)
+                bed.emulator.running_seconds = 0.5  # the job goes on to completed, as in the cloud
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=cancel_when_running)
+    thread.start()
+    try:
+        with pytest.raises(ReplicationError) as err:
+            with terminate_as_error("import image of aix72-base into PowerVS"):
+                bed.target().import_image(bed.upload("20260302-100000"))
+    finally:
+        bed.emulator.running_seconds = 0.5
+        thread.join(30)
+    assert "interrupted by SIGTERM" in err.value.msg
+    assert [j["status"]["state"] for j in bed.ws.jobs.values()][-1] == "completed"  # it waited for the job's end
+    assert bed.ws.images == before  # and deleted the image the job made
