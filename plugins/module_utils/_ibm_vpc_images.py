@@ -175,8 +175,12 @@ class Target(_providers.Target):
         try:
             return vpcc.wait(probe, self.params, "image %s" % image["name"], ("failed", "deleting"), action)["image"]
         except ReplicationError as exc:
-            self._delete([{"name": image["name"], "id": made["id"]}])  # a failed image is removed; the previous latest was not touched
-            reasons = " ".join("%s %s" % (r.get("code"), r.get("message")) for r in ((exc.details.get("state") or {}).get("reasons") or [])).lower()
+            # A failed or unfinished image is removed; the previous latest was not touched.
+            gone = self._discard(image["name"], made["id"])
+            state = exc.details.get("state") or {}
+            if state.get("status") != "failed":  # a timeout or an API error while waiting: nothing is known of the object
+                raise ReplicationError(exc.msg + gone, key=key, state=state) from None
+            reasons = " ".join("%s %s" % (r.get("code"), r.get("message")) for r in state.get("reasons") or []).lower()
             bucket = self.params["bucket"]
             if "not found" in reasons or "does not exist" in reasons:
                 todo = "upload s3://%s/%s again with vmimage.replication.cos_upload (the VPC image service did not find it)" % (bucket, key)
@@ -185,7 +189,16 @@ class Target(_providers.Target):
                         "Image Service for VPC -> Cloud Object Storage, Reader)" % bucket)
             else:
                 todo = "check that s3://%s/%s is a whole QCOW2 image (upload it again) and that the VPC image service may read the bucket" % (bucket, key)
-            raise ReplicationError("%s; %s" % (exc.msg, todo), key=key, state=exc.details.get("state")) from None
+            raise ReplicationError("%s; %s%s" % (exc.msg, todo, gone), key=key, state=state) from None
+
+    def _discard(self, name, image_id):
+        """Ask VPC to delete an image that failed or did not finish (no wait: ``deleting`` is enough); what became of it, for the error."""
+        try:
+            self.api.call("delete image %s" % name, "image %s" % name, "delete_image", image_id)
+        except ReplicationError as exc:
+            if exc.details.get("code") != 404:
+                return "; delete image %s (%s) by hand: %s" % (name, image_id, exc.msg)
+        return "; image %s was deleted" % name
 
     def _rename(self, entry, new_name):
         self.api.call("rename image %s to %s" % (entry["vpc_name"], new_name), "image %s" % entry["vpc_name"], "update_image", entry["id"],

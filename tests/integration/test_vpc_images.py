@@ -372,3 +372,20 @@ def test_images_from_a_volume_retirement_dates_and_refusals(tmp_path):
         assert refused(client.deprecate_image, made["id"])[0] == 409
         client.delete_image(made["id"])
         assert refused(client.delete_image, made["id"])[0] == 409  # already deleting
+
+
+def test_an_import_past_wait_timeout_is_deleted_and_says_so(lab, qcow2):
+    lab.target().import_image(lab.upload(T1, qcow2(8)), snapshot_time=T1)
+    latest = _latest_id(lab)
+    lab.vpc.settings(delay=3)
+    with pytest.raises(ReplicationError) as info:
+        lab.target(wait_timeout=1).import_image(lab.upload(T2, qcow2(9)), snapshot_time=T2)
+    for text in ("still pending after 1s", "raise wait_timeout", "was deleted"):
+        assert text in info.value.msg
+    assert "QCOW2" not in info.value.msg  # nothing is known to be wrong with the object
+    unfinished = _naming.image_name(lab.server, T2)
+    assert images(lab.vpc)[unfinished]["status"] == "deleting" and _latest_id(lab) == latest
+    deadline = time.monotonic() + 30
+    while unfinished in images(lab.vpc):
+        assert time.monotonic() < deadline, "the unfinished image was never deleted"
+        time.sleep(0.2)
