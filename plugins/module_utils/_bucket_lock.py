@@ -33,6 +33,7 @@ import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming
 from ansible_collections.vmimage.replication.plugins.module_utils._cos import ClientError, error_code
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 CONDITIONAL = "conditional"
 CLAIMS = "claims"
@@ -44,7 +45,10 @@ CHOOSING_LIMIT = 60.0
 
 def lock_key(prefix, server):
     """The lock object of ``server``: ``<prefix><server>/.lock``."""
-    return "%s%s/.lock" % (_naming.normalize_prefix(prefix), _naming.check_server(server))
+    try:
+        return "%s%s/.lock" % (_naming.normalize_prefix(prefix), _naming.check_server(server))
+    except ValueError as exc:
+        raise ReplicationError("Failed to lock server %s: %s" % (server, exc), server=server) from None
 
 
 def claims_prefix(key):

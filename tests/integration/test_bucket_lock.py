@@ -9,12 +9,16 @@ Concurrent takers are threads with their own clients, released together by a bar
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
 
 import pytest
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
+from tests.integration.replication import make_site, summary
+from tests.integration.test_run_lock import gated, lock_disk, start, wait_for  # noqa: F401  # pylint: disable=unused-import
 
 SERVER = "web01"
 PREFIX = "images/"
@@ -177,3 +181,71 @@ def test_module_failures_name_what_to_fix_and_never_the_secret(s3_server, bucket
     for result in (missing, wrong_key, no_bucket):
         assert s3_server.secret_access_key not in str(result) and wrong_secret not in str(result)
     assert keys(s3_server, bucket) == []
+
+
+# Through the role: two controllers, each with its own conversion-host directories (work, snapshots, async), share
+# only the bucket. replication_lock_store=bucket puts the lock where both see it.
+def controller_sites(tmp_path, s3_server, gated, disk, **extra):
+    options = dict(replication_part_size_mb=5, replication_threads=1, replication_deflate_library="zlib", replication_data_path="stream",
+                   replication_lock_store="bucket", replication_lock_heartbeat_every=1,
+                   replication_cos=dict(endpoint=gated.endpoint, region=s3_server.region))
+    options.update(extra)
+    first = make_site(tmp_path / "a", s3_server, [disk], [SERVER], poll_wait=0.3, extra=options)
+    os.makedirs(tmp_path / "b")
+    return first, dataclasses.replace(first, root=str(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("s3_server", ["seaweedfs", "rclone"], indirect=True)
+def test_second_controller_fails_clean_while_the_first_holds_the_bucket_lock(tmp_path, s3_server, gated, lock_disk):
+    first, second = controller_sites(tmp_path, s3_server, gated, lock_disk)
+    thread, box = start(first)
+    assert gated.held.wait(400), "the first run never started its upload"
+    client = client_of(s3_server)
+    held = _bucket_lock.holder(client, first.bucket, KEY, 900)
+    assert held is not None and held["server"] == SERVER
+    # The polls send the bucket heartbeat (here at most every second) while the stage runs.
+    wait_for(lambda: _bucket_lock.holder(client, first.bucket, KEY, 900)["heartbeat"] > held["heartbeat"], timeout=120)
+    uploads = first.multipart_uploads()
+    work = sorted(os.listdir(first.work_dir))
+
+    run = second.run()
+    assert run.status == "failed", run.stdout
+    error = summary(run)[SERVER]["error"]
+    assert "Failed to start replicating %s: another run %s" % (SERVER, held["token"]) in error, error
+    assert "s3://%s/%s" % (first.bucket, KEY) in error and "replication_lock_wait" in error, error
+    assert s3_server.secret_access_key not in run.stdout
+    # Nothing of the first run was touched: its lock, upload and work dir are as they were; the second left nothing.
+    assert _bucket_lock.holder(client, first.bucket, KEY, 900)["token"] == held["token"]
+    assert [u["UploadId"] for u in first.multipart_uploads()] == [u["UploadId"] for u in uploads]
+    assert sorted(os.listdir(first.work_dir)) == work
+    # (second.leftovers() sees the first run's upload and its lock, which orphans() lists as a key the catalog does not name.)
+    assert second.leftovers() == {"uploads": [u["Key"] for u in uploads], "orphans": [KEY]}
+
+    gated.gate.set()
+    thread.join(600)
+    assert box["run"].status == "successful", box["run"].stdout
+    assert summary(box["run"])[SERVER]["status"] == "replicated"
+    assert len(first.catalog(SERVER)["images"]) == 1
+    # The lock is released: no lock or claim object is left (orphans() lists any key under the server's prefix).
+    assert _bucket_lock.holder(client, first.bucket, KEY, 900) is None
+    assert first.leftovers() == {} and second.leftovers() == {}
+
+
+@pytest.mark.parametrize("s3_server", ["rclone"], indirect=True)
+def test_two_controllers_at_once_with_the_bucket_lock_make_one_image(tmp_path, s3_server, gated, lock_disk):
+    first, second = controller_sites(tmp_path, s3_server, gated, lock_disk, replication_lock_wait=600)
+    threads = [start(first), start(second)]
+    assert gated.held.wait(400), "no run started its upload"
+    client = client_of(s3_server)
+    holding = _bucket_lock.holder(client, first.bucket, KEY, 900)["token"]
+    gated.gate.set()
+    for thread, _box in threads:
+        thread.join(900)
+    runs = [box["run"] for _thread, box in threads]
+    assert [run.status for run in runs] == ["successful", "successful"], [run.stdout for run in runs]
+    assert sorted(summary(run)[SERVER]["status"] for run in runs) == ["replicated", "unchanged"], [summary(run) for run in runs]
+    catalog = first.catalog(SERVER)
+    assert len(catalog["images"]) == 1, catalog
+    assert [name for name in first.objects() if name.endswith(".qcow2")] == [catalog["images"][0]["key"]]
+    assert holding and _bucket_lock.holder(client, first.bucket, KEY, 900) is None
+    assert first.leftovers() == {} and second.leftovers() == {}
