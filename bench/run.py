@@ -338,7 +338,9 @@ def summarise(results, source, args):
                      % (ratio, results["verify-target"]["seconds"], results["ours-zlib"]["seconds"]))
     for name, value in sorted(results.items()):
         if "peak_disk" in value:
-            lines.append("%-10s peak local disk %.0f MiB, peak memory %.0f MiB" % (name, value["peak_disk"] / 1048576.0, value["peak_rss_kib"] / 1024.0))
+            lines.append("%-10s peak local disk %.0f MiB, peak memory %.0f MiB (the stage's own process %.0f MiB, its largest child %.0f MiB)"
+                         % (name, value["peak_disk"] / 1048576.0, value["peak_rss_kib"] / 1024.0, value["self_rss_kib"] / 1024.0,
+                            value["children_rss_kib"] / 1024.0))
     lines.append("load average at the end: %s (2-core box shared with other work: times are noisy)" % ", ".join("%.1f" % x for x in os.getloadavg()))
     return report
 

@@ -16,6 +16,7 @@ multipart object is given them by a server-side copy onto itself.
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import os
 import time
@@ -100,6 +101,23 @@ def ensure_present(client, params, check_mode=False, progress=None, clock=time.m
 
 
 READ_BACK_BYTES = 8 * _multipart.MIB  # window of the read-back: memory stays flat
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter numbers (malloc.h)
+M_ARENA_MAX = -8
+
+
+def return_freed_buffers():
+    """Make glibc give each part buffer back to the system when it is freed.
+
+    By default glibc raises its mmap threshold after the first large buffer is freed, and later 16 MiB
+    parts then come from per-thread heaps that keep their pages: RSS creeps up with threads and parts.
+    A fixed threshold (which also stops the raising) and few arenas keep it flat. Elsewhere than glibc, nothing.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+        libc.mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 def read_back(client, bucket, key, ranges, md5s):
@@ -132,6 +150,7 @@ def read_back(client, bucket, key, ranges, md5s):
 
 
 def _stream_to(client, params, fd, virtual_size, compress, metadata, progress, clock, **extra):
+    return_freed_buffers()
     layout = _qcow2.Layout(virtual_size, params["cluster_size"])
     chunks = _stream.chunk_plan(list(_files.data_extents(fd, virtual_size)), virtual_size, _stream.alignment(layout.cluster_size))
     data_clusters = sum(-(-length // layout.cluster_size) for _offset, length in chunks)

@@ -101,7 +101,7 @@ class StreamedUpload:
     # -- sending --
 
     def _cut(self):
-        data, self._current = bytes(self._current), bytearray()
+        data, self._current = self._current, bytearray()  # handed over, not copied
         number, self._next = self._next, self._next + 1
         self._schedule(number, data)
 
@@ -147,7 +147,7 @@ class StreamedUpload:
             return False
         if self._current:
             self._cut()
-        self._schedule(1, bytes(self._front))
+        self._schedule(1, self._front)
         return True
 
     def part_ranges(self):
@@ -201,6 +201,7 @@ class StreamedUpload:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.sent_bytes = self._counter.sent
         self._front = self._current = None
+        self._in_flight.clear()
         if abort and self.upload_id is not None:
             try:
                 _cos.abort_upload(self.client, self.bucket, self.key, self.upload_id)
