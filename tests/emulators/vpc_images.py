@@ -203,8 +203,16 @@ def _unique(emu, region, name):
                        target={"name": "name", "type": "field"})
 
 
+def _check_quota(emu, region):
+    """The per-region image quota (control ``/image-quotas``), beside the core's quota per kind."""
+    limit = emu.image_quotas.get(region)
+    if limit is not None and len(emu.records("image", region)) >= limit:
+        raise ApiError(400, "over_quota", "The image quota of %d in region %s is exceeded" % (limit, region))
+
+
 def create(emu, region, body):
     body = body or {}
+    _check_quota(emu, region)
     if body.get("source_volume"):
         name = body.get("name") or "-".join(random.sample(WORDS, 3))
         _unique(emu, region, name)
@@ -236,6 +244,7 @@ def create(emu, region, body):
 def register(emu):
     vpc_images_os.register(emu)
     emu.denied_buckets = set()
+    emu.image_quotas = {}  # region -> how many images it may hold
 
     def authorise_bucket(bucket, authorised=True):
         with emu.lock:
@@ -277,6 +286,14 @@ def register(emu):
         authorise_bucket(spec["bucket"], bool(spec.get("authorised", True)))
         return 200, {"denied_buckets": sorted(emu.denied_buckets)}
 
+    def quota_control(params, query, raw):
+        """POST /_emulator/image-quotas ``{"region", "limit"}`` (limit null: none): images that region may hold."""
+        spec = json.loads(raw or b"{}")
+        if spec.get("region") not in emu.regions:
+            raise ApiError(400, "bad_request", 'the body is {"region": one of %s, "limit": n or null}' % ", ".join(emu.regions))
+        emu.image_quotas[spec["region"]] = None if spec.get("limit") is None else int(spec["limit"])
+        return 200, {"image_quotas": emu.image_quotas}
+
     def seed_control(params, query, raw):
         """POST /_emulator/images ``{"region", "name", "operating_system"}``: an available image now (no file)."""
         spec = json.loads(raw or b"{}")
@@ -296,6 +313,7 @@ def register(emu):
     emu.route("POST", "/images/{id}/obsolete", lambda region, params, *unused: _retire(emu, region, params["id"], "obsolete"))
     emu.control("POST", "/image-buckets", buckets_control)
     emu.control("POST", "/images", seed_control)
+    emu.control("POST", "/image-quotas", quota_control)
 
 
 def _when(value, field):

@@ -52,6 +52,8 @@ def vpc(emulator):
         requests.get(emulator.service_url(REGION) + "/images", timeout=10)
     emulator.settings(delay=0.3, token_seconds=3600)
     emulator.set_quota("image", None)
+    for region in emulator.regions:
+        emulator.control("POST", "/image-quotas", {"region": region, "limit": None})
     emulator.control("PUT", "/operating_systems/%s" % REGION, {"names": list(_os_catalog())})
 
 
@@ -284,9 +286,12 @@ def test_failures_leave_the_latest_and_name_the_fix(lab, qcow2):
     lab.vpc.control("PUT", "/operating_systems/%s" % REGION, {"names": ["ubuntu-24-04-amd64", "rocky-linux-9-amd64"]})
     _fails(lab, key, T2, "operating system debian-12-amd64 is not offered in region eu-de", "rocky-linux-9-amd64, ubuntu-24-04-amd64")
     lab.vpc.control("PUT", "/operating_systems/%s" % REGION, {"names": _os_catalog()})
-    lab.vpc.set_quota("image", len(images(lab.vpc)))
+    lab.vpc.control("POST", "/image-quotas", {"region": REGION, "limit": len(images(lab.vpc))})  # eu-de is full, us-south is not
     _fails(lab, key, T2, "quota")
-    lab.vpc.set_quota("image", None)
+    us_south = sdk(lab.vpc, "us-south").create_image({"file": {"href": "cos://%s/%s/%s" % (lab.s3.region, lab.bucket, key)},
+                                                      "operating_system": {"name": "debian-12-amd64"}}).get_result()
+    sdk(lab.vpc, "us-south").delete_image(us_south["id"])
+    lab.vpc.control("POST", "/image-quotas", {"region": REGION, "limit": None})
     assert _latest_id(lab) == latest
     done = lab.target().import_image(key, snapshot_time=T2)  # the re-run completes
     assert done["latest"]["name"] == _naming.image_name(lab.server, T2) and _latest_id(lab) == done["image"]["id"]
