@@ -316,14 +316,6 @@ class Target(_providers.Target):
                       headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
 
     def _delete(self, entries, strict=False):
-        orphaned = []
-        for entry in entries:
-            try:
-                self._request("delete image %s" % entry["name"], "delete", "/images/%s" % entry["id"])
-            except ReplicationError as exc:
-                if exc.details.get("code") == 404:
-                    continue
-                if strict:
-                    raise
-                orphaned.append({"name": entry["name"], "id": entry["id"], "key": entry.get("key"), "msg": exc.msg})
-        return orphaned
+        def delete_one(entry):
+            self._request("delete image %s" % entry["name"], "delete", "/images/%s" % entry["id"])
+        return _catalog.delete_target_images(entries, delete_one, strict)
