@@ -17,6 +17,8 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _naming
 from tests.harness import run_module
 from tests.peers.openstack import session_peer
 
+pytestmark = pytest.mark.xdist_group("openstack")  # one worker starts the peer once (--dist loadgroup)
+
 SERVER = "app01"
 T1, T2, T3 = "2026-04-01T10:00:00Z", "2026-04-02T10:00:00Z", "2026-04-03T10:00:00Z"
 

@@ -317,8 +317,11 @@ TARGET_PEERS = {"bucket_catalog": lambda request: BucketCatalogPeer(request.getf
 
 
 TARGET_PEERS["openstack"] = OpenStackPeer
+# Peers that are costly to start run their tests on one xdist worker (--dist loadgroup), so they start once.
+TARGET_PEER_GROUPS = {"openstack": "openstack"}
 
 
-@pytest.fixture(params=sorted(TARGET_PEERS))
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.xdist_group(TARGET_PEER_GROUPS[name])) if name in TARGET_PEER_GROUPS else name
+                        for name in sorted(TARGET_PEERS)])
 def target_peer(request):
     return TARGET_PEERS[request.param](request)
