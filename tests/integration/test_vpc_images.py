@@ -394,3 +394,22 @@ def test_an_import_past_wait_timeout_is_deleted_and_says_so(lab, qcow2):
     while unfinished in images(lab.vpc):
         assert time.monotonic() < deadline, "the unfinished image was never deleted"
         time.sleep(0.2)
+
+
+def test_image_import_module_with_target_ibm_vpc_runs_four_ways_and_never_shows_the_key(lab, qcow2):
+    from tests.harness import run_module
+    args = dict(lab.params(), key=lab.upload(T1, qcow2(8)), snapshot_time=T1, keep_last=2)
+    for unknown_to_the_module in ("wait_sleep", "wait_timeout"):  # image_import has no wait options (the adapter waits 1800 s, polls every 2 s)
+        args.pop(unknown_to_the_module, None)
+    preview = run_module("image_import", args, check_mode=True)
+    assert not preview.get("failed"), preview
+    assert preview["changed"] is True and _naming.latest_name(lab.server) not in images(lab.vpc)
+    first = run_module("image_import", args)
+    assert first["changed"] is True and first["latest"]["name"] == _naming.image_name(lab.server, T1), first
+    assert first["latest"]["vpc_name"] == _naming.latest_name(lab.server) and _latest_id(lab) == first["image"]["id"]
+    assert run_module("image_import", args, check_mode=True)["changed"] is False
+    assert run_module("image_import", args)["changed"] is False
+    lab.vpc.control("PUT", "/operating_systems/%s" % REGION, {"names": ["ubuntu-24-04-amd64"]})
+    refused = run_module("image_import", dict(args, key=lab.upload(T2, qcow2(9)), snapshot_time=T2))
+    assert refused.get("failed") and "not offered in region eu-de" in refused["msg"]
+    assert all(API_KEY not in json.dumps(result) for result in (preview, first, refused))
