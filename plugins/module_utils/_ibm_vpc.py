@@ -7,7 +7,7 @@ Source: a server is a VPC instance found by name; its boot volume is snapshotted
 state: ``created-by``, ``source-server``, ``snapshot-time``), a volume made from the snapshot is attached to the
 conversion host's instance and found under ``/dev/disk/by-id`` by its virtio serial. VPC cannot roll a volume back:
 ``snapshot_restore`` makes a *new* volume from the snapshot (named ``<snapshot>-restored``) in the source volume's
-zone. ``snapshot_copy`` copies a snapshot to another region (native mode) with retention there.
+zone. Native mode (cross-region snapshot copy with retention) is the ``snapshot_copy`` module's backend, ``_ibm_vpc_copy``.
 Target: see ``_ibm_vpc_images``.
 """
 
@@ -244,34 +244,3 @@ class Source(Base, _providers.Source):
                 raise vpcc.fail(exc, "detach volume", "attachment %s" % ident[1], secret=self.vpc.get("api_key")) from None
             return False, {"status": att.get("status")}
         return super()._gone(method, ident, region)
-
-    # --- native mode --------------------------------------------------------------------------------------------------------
-    def snapshot_copy(self, snapshot, target_region, keep_last=7, keep_days=None, check_mode=False):
-        """Copy ``snapshot`` to ``target_region`` (``source_snapshot`` by CRN), wait stable, prune the server's copies there.
-
-        ``({snapshot, copy, pruned}, changed)``; a copy of the same name already there is not made again.
-        """
-        action = "copy snapshot %s to region %s" % (snapshot, target_region)
-        snap = self.find_snapshot(snapshot, action)
-        tagged = vpcc.parse_tags(snap.get("user_tags"))
-        server = tagged.get("source-server")
-        there = self.snapshots(region=target_region, name=snap["name"])
-        changed = not there
-        copy = there[0] if there else None
-        if copy is None and not check_mode:
-            user_tags = vpcc.tags(source_server=server, snapshot_time=tagged.get("snapshot-time"), source_snapshot=snap["id"])
-            copy = self.call(action, "snapshot %s" % snap["name"], "create_snapshot",
-                             {"source_snapshot": {"crn": snap["crn"]}, "name": snap["name"], "user_tags": user_tags}, region=target_region)
-        if copy is not None and not check_mode:
-            copy = self.wait_snapshot(copy, action, region=target_region)
-        mine = [self.public_snapshot(s) for s in self.snapshots(region=target_region) if vpcc.ours(s)]
-        mine = [dict(s, name=s["name"]) for s in mine if server and s["server"] == server]
-        if copy is None:
-            mine.append(self.public_snapshot({"name": snap["name"], "user_tags": snap.get("user_tags"), "created_at": snap.get("created_at")}))
-        pruned = _naming.select_prune(mine, keep_last, keep_days, datetime.datetime.now(datetime.timezone.utc), latest=snap["name"])
-        for old in pruned:
-            changed = True
-            if not check_mode:
-                self.snapshot_delete(old["name"], region=target_region)
-        return {"snapshot": self.public_snapshot(snap), "copy": self.public_snapshot(copy) if copy else None,
-                "pruned": [p["name"] for p in pruned]}, changed

@@ -238,7 +238,7 @@ skipped_too_old:
 import datetime
 
 from ansible.module_utils.basic import env_fallback
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _snapshot_copy, _velero
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _ibm_vpc_copy, _snapshot_copy, _velero
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
@@ -251,8 +251,6 @@ def run(module):
 
 
 def _run_ibm_vpc(module):
-    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
-
     p = module.params
     if p["disabled"]:
         return dict(changed=False, disabled=True, msg="disabled (option disabled or SNAPSHOT_COPY_DISABLED): nothing copied or deleted")

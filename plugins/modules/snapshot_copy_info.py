@@ -89,7 +89,7 @@ snapshots:
       tags: {velero.io/backup: daily-20260310010000}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _ibm_vpc_copy
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
@@ -119,8 +119,6 @@ def _run(module):
 
 
 def _run_ibm_vpc(p):
-    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
-
     for aws_only in ("velero_backup", "pvc_name", "pvc_namespace"):
         if p[aws_only]:
             raise ReplicationError("Failed to list snapshot copies: %s is for provider aws (VPC copies carry no Velero or claim tags)" % aws_only)

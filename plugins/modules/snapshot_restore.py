@@ -184,7 +184,7 @@ persistent_volume_claim:
   sample: {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: data-db-0, namespace: shop}}
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _k8s_manifests
+from ansible_collections.vmimage.replication.plugins.module_utils import _aws, _ibm_vpc_client, _ibm_vpc_copy, _k8s_manifests
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
@@ -221,8 +221,6 @@ def _run(module):
 
 
 def _run_ibm_vpc(module):
-    from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc_copy
-
     for aws_only in ("iops", "kms_key_id"):
         if module.params[aws_only]:
             raise ReplicationError("Failed to restore snapshot %s: %s is for provider aws" % (module.params["snapshot_id"], aws_only))
