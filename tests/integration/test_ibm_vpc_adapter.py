@@ -9,6 +9,7 @@ the volumes, attachments and snapshots a run made are gone and no loop device is
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -228,3 +229,29 @@ def test_retries_that_run_out_are_a_clear_error(bed):
     bed.emu.inject("GET", r"/v1/instances$", 503, count=10)
     with pytest.raises(ReplicationError, match="kept answering HTTP 503 .* after every retry.*ibm_vpc.max_retries"):
         bed.adapter(max_retries=1).server_info("web01")
+
+
+def test_the_modules_drive_the_adapter_through_the_provider_seam(bed):
+    """server_info -> snapshot -> snapshot_info -> volume_attach present/absent, as the role calls them (provider: ibm_vpc)."""
+    from tests.harness import run_module
+
+    vpc = dict(api_key=bed.emu.api_key_for_tests, region=REGION, endpoint=bed.emu.service_url(REGION), iam_url=bed.emu.iam_url,
+               by_id_dir=bed.emu.by_id_path, max_retries=3, retry_interval=0.05)
+    common = dict(provider="ibm_vpc", ibm_vpc=vpc)
+    waits = {}  # snapshot and volume_attach take no wait options (the adapter's defaults: 1800 s, a look every 2 s)
+    before = bed.counts()
+    server = run_module("server_info", dict(common, server="web01"))
+    assert server["changed"] is False and server["server"]["boot_volume"]["id"] == bed.boot, server
+    snap = run_module("snapshot", dict(common, volume=bed.boot, server="web01"))  # the module has no wait options: default sleeps
+    assert snap.get("changed") is True and snap["snapshot"]["server"] == "web01", snap
+    listed = run_module("snapshot_info", dict(common, server="web01"))
+    assert [s["name"] for s in listed["snapshots"]] == [snap["snapshot"]["name"]]
+    attached = run_module("volume_attach", dict(common, snapshot=snap["snapshot"]["name"], host=bed.host, **waits))
+    assert attached.get("changed") is True, attached
+    with open(attached["attachment"]["device"], "rb") as handle:
+        assert handle.read(2 * MIB) == DATA
+    detached = run_module("volume_attach", dict(common, snapshot=snap["snapshot"]["name"], host=bed.host, state="absent",
+                                                attachment=attached["attachment"], **waits))
+    assert detached.get("changed") is True and bed.counts()[0]["volume"] == before[0]["volume"], detached
+    text = json.dumps([server, snap, listed, attached, detached])
+    assert bed.emu.api_key_for_tests not in text
