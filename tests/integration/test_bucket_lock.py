@@ -10,6 +10,7 @@ Concurrent takers are threads with their own clients, released together by a bar
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -250,3 +251,41 @@ def test_two_controllers_at_once_with_the_bucket_lock_make_one_image(tmp_path, s
     assert [name for name in first.objects() if name.endswith(".qcow2")] == [catalog["images"][0]["key"]]
     assert holding and _bucket_lock.holder(client, first.bucket, KEY, 900) is None
     assert first.leftovers() == {} and second.leftovers() == {}
+
+
+def test_job_progress_sends_the_bucket_heartbeat_at_most_every_n_seconds(tmp_path, s3_server, bucket, module_runner):
+    client = client_of(s3_server)
+    changed, held = _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, _bucket_lock.CLAIMS)
+    assert changed
+    async_dir, lock = tmp_path / "async", tmp_path / "web01.lock"
+    async_dir.mkdir()
+    (async_dir / "j1.1").write_text('{"started": 1, "finished": 0, "ansible_job_id": "j1.1"}')
+    lock.write_text("{}")
+
+    def poll(token="tok-a", **extra):
+        args = dict(jid="j1.1", async_dir=str(async_dir), wait=0, heartbeat_file=str(lock), cos=s3_server.cos(),
+                    bucket_heartbeat=dict(bucket=bucket, prefix=PREFIX, server=SERVER, token=token, protocol="claims", every=600))
+        args.update(extra)
+        return module_runner("job_progress", args)
+
+    first = poll()
+    assert not first.get("failed") and first["bucket_heartbeat"] == {"sent": True, "held": True}, first
+    beat = _bucket_lock.holder(client, bucket, KEY, 900)["heartbeat"]
+    assert beat > held["heartbeat"]
+    # Within `every` seconds the poll only touches the local lock: no request to the bucket.
+    assert poll()["bucket_heartbeat"] == {"sent": False, "held": True}
+    assert _bucket_lock.holder(client, bucket, KEY, 900)["heartbeat"] == beat
+    # A lock no longer held by the token: a warning, the poll goes on, and nothing is written.
+    os.unlink(_run_lock_stamp(lock))
+    lost = poll(token="tok-other")
+    assert not lost.get("failed") and lost["bucket_heartbeat"] == {"sent": True, "held": False}, lost
+    assert "no longer held by this run" in json.dumps(lost.get("warnings")), lost  # 2.19 returns structured warnings
+    assert [claim["token"] for claim in _bucket_lock.list_claims(client, bucket, KEY)] == ["tok-a"]
+    # Without cos it says what is missing.
+    missing = poll(cos=None)
+    assert missing.get("failed") and "bucket_heartbeat needs heartbeat_file and cos" in missing["msg"], missing
+    assert _bucket_lock.release(client, bucket, KEY, "tok-a") and keys(s3_server, bucket) == []
+
+
+def _run_lock_stamp(lock):
+    return str(lock) + ".bucket-beat"
