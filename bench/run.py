@@ -125,7 +125,7 @@ def stage_compress(ctx, library="zlib"):
     with multiprocessing.Pool(os.cpu_count()) as pool:
         chunks = pool.map(_compress_range, ranges, chunksize=8)
     blob = b"".join(chunks)
-    if library == "zlib":
+    if library == "zlib" or not os.path.exists(ctx["blob"]):
         with open(ctx["blob"], "wb") as handle:  # hand the size to bound-upload (it is not part of the timing)
             handle.truncate(len(blob))
     return dict(compressed_bytes=len(blob), workers=os.cpu_count(), library=library)
