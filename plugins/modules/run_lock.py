@@ -10,12 +10,12 @@ module: run_lock
 short_description: Hold the one-run-per-server lock where the run's state lives (conversion host or bucket)
 version_added: 0.1.0
 description:
-  - With O(store=host) (the default) the lock is a file on the host the task runs on; with O(store=bucket) it is an
-    object in the bucket the run uses (C(<prefix><server>/.lock)), which every controller that replicates into that
-    bucket sees, for example two AWX execution nodes each with its own conversion host.
   - Takes or releases the lock file C(<dir>/<server>.lock) on the host the task runs on (the
     conversion host, where the snapshot, the run directory and the spool live), so that only one
     run replicates a server at a time, whatever the number of controllers that share that host.
+  - That is O(store=host), the default. With O(store=bucket) it is an
+    object in the bucket the run uses (C(<prefix><server>/.lock)), which every controller that replicates into that
+    bucket sees, for example two AWX execution nodes each with its own conversion host.
   - The lock file holds the owner O(token), the controller host, its pid and the start time; its
     modification time is the heartbeat, touched again by M(vmimage.replication.job_progress) when
     given the lock as O(vmimage.replication.job_progress#module:heartbeat_file).
