@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The decisions of the replicate_server role, where unit tests reach them (each documented in <name>.yml):
-server_unchanged, data_path, snapshot_owned, keep_for_resume, replication_result."""
+server_unchanged, data_path, snapshot_owned, keep_for_resume, replication_result, conversion_host_for."""
 
 from __future__ import annotations
 
@@ -99,7 +99,24 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
     return record
 
 
+def conversion_host_for(pool, server, servers):
+    """The conversion host of ``server`` from ``pool``: the servers of the play, in inventory order, dealt round-robin.
+
+    The same inventory always gives the same spread (a re-run finds each server's state on the host that made it);
+    each host gets at most one server more than another.
+    """
+    if isinstance(pool, str) or not isinstance(pool, (list, tuple)) or not pool or not all(isinstance(h, str) and h for h in pool):
+        raise AnsibleFilterError("replication_conversion_hosts must be a non-empty list of inventory host names, not %r" % (pool,))
+    if len(set(pool)) != len(pool):
+        raise AnsibleFilterError("replication_conversion_hosts names a host twice: %s" % ", ".join(pool))
+    servers = list(servers or [])
+    if server not in servers:
+        raise AnsibleFilterError("conversion_host_for: server %r is not among the servers of the play" % (server,))
+    return pool[servers.index(server) % len(pool)]
+
+
 class FilterModule:
     def filters(self):
         return {"server_unchanged": server_unchanged, "data_path": data_path, "snapshot_owned": snapshot_owned,
-                "keep_for_resume": keep_for_resume, "replication_result": replication_result}
+                "keep_for_resume": keep_for_resume, "replication_result": replication_result,
+                "conversion_host_for": conversion_host_for}

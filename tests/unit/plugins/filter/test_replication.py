@@ -102,3 +102,21 @@ def test_failed_record_keeps_the_latest_name_and_the_error():
     assert f.replication_result("failed", error="x")["latest"] is None
     with pytest.raises(AnsibleFilterError, match="status 'done'"):
         f.replication_result("done")
+
+
+def test_conversion_host_for_deals_servers_round_robin():
+    servers = ["s%d" % i for i in range(8)]
+    placed = [f.conversion_host_for(["conv-a", "conv-b"], name, servers) for name in servers]
+    assert placed == ["conv-a", "conv-b"] * 4
+    assert f.conversion_host_for(["only"], "s3", servers) == "only"
+
+
+@pytest.mark.parametrize("pool, message", [([], "non-empty list"), ("conv-a", "non-empty list"), (["a", "a"], "names a host twice")])
+def test_conversion_host_for_names_a_bad_pool(pool, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        f.conversion_host_for(pool, "s0", ["s0"])
+
+
+def test_conversion_host_for_refuses_a_server_outside_the_play():
+    with pytest.raises(AnsibleFilterError, match="not among the servers"):
+        f.conversion_host_for(["a"], "ghost", ["s0"])
