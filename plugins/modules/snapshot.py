@@ -106,6 +106,17 @@ options:
     description: Seconds each of O(pre_hook) and O(post_hook) may run before it is stopped and the task fails.
     type: float
     default: 300
+  keep_last:
+    description:
+      - Retention with O(state=present) - after the snapshot, keep this many of the collection's newest snapshots of O(volume)
+        (of O(server) when set) and delete the older ones. A snapshot the collection did not make is never deleted nor counted.
+      - Unset with O(keep_days) unset, nothing is deleted. With O(keep_days) alone, the newest snapshot is kept.
+    type: int
+  keep_days:
+    description:
+      - Retention with O(state=present) - of the snapshots past O(keep_last), delete only those taken more than this many
+        days ago.
+    type: float
 attributes:
   check_mode:
     support: full
@@ -157,6 +168,15 @@ EXAMPLES = r"""
     snapshot_dir: /var/lib/vmimage/snapshots
     name: web01-20260310-120000
     state: restored
+
+- name: Snapshot the boot volume of a VPC server, keeping its 7 newest snapshots of the collection
+  vmimage.replication.snapshot:
+    provider: ibm_vpc
+    ibm_vpc:
+      region: us-south
+    volume: "{{ info.server.boot_volume.id }}"
+    server: web01
+    keep_last: 7
 """
 
 RETURN = r"""
@@ -242,9 +262,15 @@ consistency:
       description: How long the guest was frozen, from the freeze request to the thaw.
       type: float
       sample: 1.204
+pruned:
+  description: The collection's snapshots deleted (in check mode, that would be deleted) by O(keep_last) / O(keep_days), oldest first.
+  returned: when state=present
+  type: list
+  elements: dict
+  sample: [{"name": "web01-20260310-120000", "id": "r006-0f3c", "snapshot_time": "2026-03-10T12:00:00Z"}]
 """
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _consistency, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _consistency, _providers, _snapshot_prune
 from ansible_collections.vmimage.replication.plugins.module_utils._module import ReplicationModule
 
 
@@ -255,7 +281,8 @@ def run(module):
         (snapshot, changed), consistency = _consistency.from_params(
             p, lambda: adapter.snapshot_create(p["volume"], server=p["server"], name=p["name"], check_mode=module.check_mode),
             check_mode=module.check_mode, warn=module.ansible.warn, exists=lambda: bool(p["name"] and adapter.snapshot_list(name=p["name"])))
-        return dict(changed=changed, snapshot=snapshot or {}, consistency=consistency)
+        pruned = _snapshot_prune.prune(adapter, p["server"], p["volume"], snapshot, p["keep_last"], p["keep_days"], check_mode=module.check_mode)
+        return dict(changed=changed or bool(pruned), snapshot=snapshot or {}, consistency=consistency, pruned=pruned)
     elif p["state"] == "absent":
         snapshot, changed = adapter.snapshot_delete(p["name"], check_mode=module.check_mode)
     else:
@@ -278,6 +305,8 @@ def main():
         pre_hook=dict(type="list", elements="str"),
         post_hook=dict(type="list", elements="str"),
         hook_timeout=dict(type="float", default=300),
+        keep_last=dict(type="int"),
+        keep_days=dict(type="float"),
     )
     module = ReplicationModule(spec, groups=("provider",), action="manage the snapshot",
                                required_if=[("state", "present", ["volume"]), ("state", "absent", ["name"]), ("state", "restored", ["name"])])
