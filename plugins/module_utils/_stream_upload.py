@@ -188,8 +188,8 @@ class StreamedUpload:
         listed = _multipart.list_parts(self.client, self.bucket, self.key, self.upload_id)
         for number in numbers:
             part = listed.get(number)
-            if part is None or part["size"] != self.sizes[number] or (part["etag"] != self.md5s[number] and "-" not in part["etag"]
-                                                                       and len(part["etag"]) == 32):
+            plain_etag = "-" not in part["etag"] and len(part["etag"]) == 32 if part else False
+            if part is None or part["size"] != self.sizes[number] or (plain_etag and part["etag"] != self.md5s[number]):
                 raise ReplicationError(
                     "Failed to upload s3://%s/%s: part %d stored on the endpoint (%s) is not the part sent (%d bytes, MD5 %s); retry the upload"
                     % (self.bucket, self.key, number, part and "%d bytes, ETag %s" % (part["size"], part["etag"]) or "missing",

@@ -22,6 +22,7 @@ extends_documentation_fragment:
   - vmimage.replication.catalog
   - vmimage.replication.catalog.info_module
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
 options:
   target:
     description:

@@ -34,6 +34,7 @@ extends_documentation_fragment:
   - vmimage.replication.cos
   - vmimage.replication.catalog
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
   - vmimage.replication.watchdog
 options:
   target:

@@ -97,7 +97,7 @@ def test_eight_servers_over_two_conversion_hosts_two_at_a_time(tmp_path, s3_seaw
     # Every slot and lock was given back.
     for name in ("conv1", "conv2"):
         work = os.path.join(site.root, name, "work")
-        assert not [f for f in os.listdir(os.path.join(work, "slots"))], name
+        assert not os.listdir(os.path.join(work, "slots")), name
         assert not [f for f in os.listdir(work) if f.endswith(".lock")], name
 
 

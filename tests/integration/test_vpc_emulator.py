@@ -272,7 +272,8 @@ def test_lifecycles_made_to_fail(emu):
     snap = vpc.create_snapshot({"source_volume": {"id": vol["id"]}}).get_result()
     _wait(lambda: vpc.get_snapshot(snap["id"]).get_result()["lifecycle_state"] == "failed")
     made = vpc.create_volume({"capacity": 10, "profile": {"name": "general-purpose"}, "zone": {"name": "us-south-1"}}).get_result()
-    failed = _wait(lambda: (lambda v: v if v["status"] == "failed" else None)(vpc.get_volume(made["id"]).get_result()))
+    _wait(lambda: vpc.get_volume(made["id"]).get_result()["status"] == "failed")
+    failed = vpc.get_volume(made["id"]).get_result()
     assert failed["status_reasons"][0]["code"] and failed["health_state"] == "faulted"
     seed = emu.seed_instance("us-south", "host")
     snap_ok = vpc.create_snapshot({"source_volume": {"id": vol["id"]}}).get_result()
