@@ -68,6 +68,8 @@ def pytest_collection_modifyitems(config, items):
     """
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
+        if item.get_closest_marker("xdist_group") is not None:
+            continue  # a group named by the test's author wins: joined with ours it would be a group of its own
         if info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
