@@ -9,7 +9,9 @@ thread: when nobody has touched it for ``abandon_after`` seconds it sends SIGTER
 process, which ``_errors.terminate_as_error`` turns into a ReplicationError, so the stage
 cleans up exactly as on a cancel (the multipart upload aborted unless kept, the spool
 removed). When the error has gone through the stage's cleanup, the heartbeat file (the lock
-of the controller that is gone) is removed if nobody touched it meanwhile.
+of the controller that is gone) is removed if nobody touched it meanwhile, and with it the
+run's lock in the bucket when the stage was given it (``bucket_lock``; stages that reach the
+bucket), so that no run waits for that lock to go stale.
 """
 
 from __future__ import annotations
@@ -22,7 +24,28 @@ import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError, terminate_as_error
 
-SPEC = dict(heartbeat_file=dict(type="path"), abandon_after=dict(type="float"))
+SPEC = dict(heartbeat_file=dict(type="path"), abandon_after=dict(type="float"),
+            bucket_lock=dict(type="dict", options=dict(bucket=dict(type="str", required=True), key=dict(type="str", required=True),
+                                                       token=dict(type="str", required=True, no_log=False))))
+
+
+def release_bucket_lock(params):
+    """Release the run's lock in the bucket (``params['bucket_lock']``, reached with ``params['cos']``); return its URL or None.
+
+    Only the lock of ``token`` is removed; a lock another run took meanwhile stays. A failure to reach the bucket is
+    not raised: that lock then goes stale and is taken over (replication_lock_stale_after).
+    """
+    lock, cos = params.get("bucket_lock"), params.get("cos")
+    if not lock or not cos:
+        return None
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
+    try:
+        if _bucket_lock.release(_cos.connect(cos), lock["bucket"], lock["key"], lock["token"]):
+            return "s3://%s/%s" % (lock["bucket"], lock["key"])
+    except Exception:  # pylint: disable=broad-exception-caught  # best effort: the stale rule covers what is left
+        pass
+    return None
 
 
 def last_beat(path, started):
@@ -94,9 +117,11 @@ def guard(params, what, check_mode=False):
         if not dog.fired.is_set():
             raise
         released = dog.release_stale()
+        in_bucket = release_bucket_lock(params) if released else None
         raise ReplicationError(
             "Failed to %s: stopped itself after nobody followed it for %.0f s (abandon_after; its controller died or was"
-            " cancelled): its work is cleaned up%s; run the replication again" % (what, after, ", the run lock %s released" % path if released else ""),
+            " cancelled): its work is cleaned up%s%s; run the replication again" % (
+                what, after, ", the run lock %s released" % path if released else "", " and %s" % in_bucket if in_bucket else ""),
             abandoned=True) from None
     finally:
         dog.stop()
