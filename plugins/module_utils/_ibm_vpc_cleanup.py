@@ -59,9 +59,21 @@ class Cleanup(_ibm_vpc.Source):
             return removed
         for vol in found["volumes"]:
             self._delete_volume(vol, "remove leftover volume %s" % vol["name"])
+        wait = self.params.get("wait") is not False
         for snap in found["snapshots"]:
-            self._drop_snapshot(snap, "remove leftover snapshot %s" % snap["name"])
+            self._delete_gone_ok("delete_snapshot", "get_snapshot", snap, "snapshot", wait)
         for image in found["images"]:
-            self.call("remove leftover image %s" % image["name"], "image %s" % image["name"], "delete_image", image["id"])
-            self.wait_gone("get_image", image["id"], "image %s" % image["name"], "remove leftover image %s" % image["name"])
+            self._delete_gone_ok("delete_image", "get_image", image, "image", wait)
         return removed
+
+    def _delete_gone_ok(self, delete, get, record, kind, wait):
+        """Delete ``record``; one already gone (404) is fine. Waits for it to be gone when ``wait``."""
+        action = "remove leftover %s %s" % (kind, record["name"])
+        try:
+            getattr(self.service(), delete)(record["id"])
+        except (vpcc.ApiException, OSError) as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return
+            raise vpcc.fail(exc, action, "%s %s" % (kind, record["name"]), secret=self.vpc.get("api_key")) from None
+        if wait:
+            self.wait_gone(get, record["id"], "%s %s" % (kind, record["name"]), action)

@@ -110,6 +110,8 @@ class Recover(vpcc.Base):
                      "name": ("%s-boot" % server["name"])[-63:], "profile": {"name": self.vpc["volume_profile"]},
                      "user_tags": vpcc.tags(source_server=server["name"], recover_vpc=vpc_name, source_image=image["id"])}}}
         inst = self.call(action, "instance %s" % server["name"], "create_instance", proto)
+        if self.params.get("wait") is False:
+            return
 
         def probe():
             found = self.call(action, "instance %s" % server["name"], "get_instance", inst["id"])

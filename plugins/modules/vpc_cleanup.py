@@ -19,6 +19,7 @@ description:
   - Images in C(pending) or C(failed) named C(<server>-YYYYMMDD-HHMMSS) for a server of O(servers) (VPC images carry no
     user tags; the name is the collection's mark).
   - Nothing without the collection's marks is ever touched.
+  - With O(wait=false), removed snapshots and images are not waited for to be gone; a volume always waits for its attachments to go.
 author:
   - vmimage.replication contributors (@vmimage)
 requirements:
@@ -26,6 +27,7 @@ requirements:
   - ibm-cloud-sdk-core
 extends_documentation_fragment:
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.wait
 options:
   servers:
     description: The servers whose unfinished images are looked for; without servers no image is removed.
@@ -36,14 +38,6 @@ options:
     description: Only resources created at least this many seconds ago count (a run in progress is left alone).
     type: int
     default: 86400
-  wait_timeout:
-    description: Seconds to wait for each resource to be gone.
-    type: int
-    default: 1800
-  wait_sleep:
-    description: Seconds between two looks at a resource.
-    type: float
-    default: 2.0
 attributes:
   check_mode:
     support: full
@@ -120,10 +114,8 @@ def main():
     spec.update(
         servers=dict(type="list", elements="str", default=[]),
         older_than=dict(type="int", default=86400),
-        wait_timeout=dict(type="int", default=1800),
-        wait_sleep=dict(type="float", default=2.0),
     )
-    ReplicationModule(spec, action="remove leftovers").run(run)
+    ReplicationModule(spec, groups=("wait",), action="remove leftovers").run(run)
 
 
 if __name__ == "__main__":

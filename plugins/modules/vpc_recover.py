@@ -19,6 +19,8 @@ description:
     not the collection's is an error, never replaced.
   - O(state=absent) deletes the collection's instances of the VPC, then its subnets C(<vpc_name>-<zone>) that no other
     instance uses, then the VPC when nothing else is left in it; what it keeps is listed in RV(kept).
+  - With O(wait=false), new instances are not waited for to be C(running); the VPC and subnets always are (instances need them),
+    and O(state=absent) always waits (a subnet can go only once its instances are gone).
 author:
   - vmimage.replication contributors (@vmimage)
 requirements:
@@ -26,6 +28,7 @@ requirements:
   - ibm-cloud-sdk-core
 extends_documentation_fragment:
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.wait
 options:
   vpc_name:
     description: Name of the VPC in the DR region that holds the recovered servers.
@@ -63,14 +66,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  wait_timeout:
-    description: Seconds to wait for each VPC, subnet and instance to become available or running, or to be gone.
-    type: int
-    default: 1800
-  wait_sleep:
-    description: Seconds between two looks at a resource.
-    type: float
-    default: 2.0
 attributes:
   check_mode:
     support: full
@@ -163,10 +158,8 @@ def main():
         zone_map=dict(type="dict", default={}),
         subnet_address_count=dict(type="int", default=256),
         state=dict(type="str", choices=["present", "absent"], default="present"),
-        wait_timeout=dict(type="int", default=1800),
-        wait_sleep=dict(type="float", default=2.0),
     )
-    ReplicationModule(spec, action="recover servers", required_if=[("state", "present", ["servers"])]).run(run)
+    ReplicationModule(spec, groups=("wait",), action="recover servers", required_if=[("state", "present", ["servers"])]).run(run)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """playbooks/cleanup.yml's VPC play (module vpc_cleanup) through ansible-runner against the VPC emulator subprocess:
 what a killed run left (a temporary volume attached to the conversion host, a failed snapshot) is removed by the
-collection's tags; untagged volumes and snapshots and the collection's stable snapshots are never touched."""
+collection's tags, and a failed import of a server by its name; untagged volumes and snapshots and the collection's stable snapshots are never touched."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class Site:
         adapter = self.adapter()
         return {"volumes": sorted(v["name"] for v in adapter.pages("l", "list_volumes", "volumes")),
                 "snapshots": sorted(s["name"] for s in adapter.snapshots()),
+                "images": sorted(i["name"] for i in adapter.pages("l", "list_images", "images", visibility="private")),
                 "attachments": self.emu.state()["records"].get("volume_attachment", 0)}
 
 
@@ -75,6 +76,9 @@ def test_cleanup_removes_only_the_collections_leftovers(site):
                                                              "user_tags": vpcc.tags(source_server="web01", snapshot_time="20260102T000000Z")})
     adapter.call("snapshot", "snapshot", "create_snapshot", {"source_volume": {"id": site.boot}, "name": "by-hand"})
     site.emu.seed_volume(REGION, "by-hand-volume", zone=ZONE)
+    for name in ("web01-20260103-000000", "other-20260103-000000"):  # a killed import of web01 and someone else's image
+        adapter.call("import", "image", "create_image", {"name": name, "file": {"href": "cos://us-south/missing-bucket/%s.qcow2" % name},
+                                                         "operating_system": {"name": "debian-12-amd64"}})
     before = site.names()
     assert "web01-20260101-000000-conv" in before["volumes"] and "web01-20260102-000000" in before["snapshots"]
 
@@ -85,15 +89,16 @@ def test_cleanup_removes_only_the_collections_leftovers(site):
     check = site.run(check=True)
     assert check.status == "successful", check.stdout
     assert removed(check)["volumes"] == ["web01-20260101-000000-conv"] and removed(check)["snapshots"] == ["web01-20260102-000000"]
+    assert removed(check)["images"] == ["web01-20260103-000000"]
     assert site.names() == before
 
     real = site.run()
     assert real.status == "successful", real.stdout
     assert removed(real)["volumes"] == ["web01-20260101-000000-conv"] and removed(real)["snapshots"] == ["web01-20260102-000000"]
-    assert removed(real)["kept"] == ["snapshot web01-20260101-000000"]
+    assert removed(real)["kept"] == ["snapshot web01-20260101-000000"] and removed(real)["images"] == ["web01-20260103-000000"]
     after = site.names()
     assert "web01-20260101-000000-conv" not in after["volumes"] and "by-hand-volume" in after["volumes"]
-    assert after["snapshots"] == ["by-hand", "web01-20260101-000000"]
+    assert after["snapshots"] == ["by-hand", "web01-20260101-000000"] and after["images"] == ["other-20260103-000000"]
     assert after["attachments"] == before["attachments"] - 1 and site.emu.state()["loop_devices"] == []
     assert not os.path.exists(attached["device"])
     assert site.emu.api_key_for_tests not in real.stdout and site.emu.api_key_for_tests not in str(real.events)
