@@ -12,6 +12,8 @@ import os
 import pytest
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _providers
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+from ansible_collections.vmimage.replication.plugins.module_utils._ibm_vpc_recover import target_zone
 from tests.emulators.fixtures import vpc_emulator_factory  # noqa: F401 pylint: disable=unused-import
 from tests.peers import runner
 
@@ -120,3 +122,10 @@ def test_a_missing_image_fails_clearly_and_makes_nothing(site):
     assert run.status == "failed"
     assert "Failed to recover server db01: no available image db01-latest in region eu-de; replicate the server first" in run.stdout
     assert site.snapshot_of_dr() == before
+
+
+def test_zone_mapping_uses_the_map_then_the_zone_number_and_names_an_unmappable_zone():
+    assert target_zone("us-south-2", {"us-south-2": "eu-de-3"}, "eu-de") == "eu-de-3"
+    assert target_zone("us-south-1", {}, "eu-de") == "eu-de-1"
+    with pytest.raises(ReplicationError, match="Failed to map zone 'odd' to region eu-de: give it in zone_map"):
+        target_zone("odd", {}, "eu-de")

@@ -118,3 +118,15 @@ def test_retention_that_would_delete_everything_is_refused():
         _snapshot_prune.check_retention(0, None)
     assert _snapshot_prune.check_retention(None, None) is None
     assert _snapshot_prune.check_retention(None, 3) == 1
+
+
+def test_prune_plan_counts_only_the_collections_snapshots_and_keeps_the_one_taken():
+    now = _naming.parse_time("2026-03-10T12:00:00Z")
+    snaps = [{"name": "web01-2026030%d-120000" % day, "snapshot_time": "2026-03-0%dT12:00:00Z" % day, "created_by": _naming.CREATED_BY}
+             for day in (1, 2, 3)]
+    snaps.append({"name": "web01-by-hand", "snapshot_time": "2026-02-01T00:00:00Z", "created_by": None})
+    taken = {"name": "web01-20260310-120000", "snapshot_time": "2026-03-10T12:00:00Z"}
+    names = [s["name"] for s in _snapshot_prune.plan(snaps, taken, 2, None, now=now)]
+    assert names == ["web01-20260301-120000", "web01-20260302-120000"]
+    assert [s["name"] for s in _snapshot_prune.plan(snaps, taken, 1, 8, now=now)] == ["web01-20260301-120000"]
+    assert _snapshot_prune.plan(snaps, taken, 5, None, now=now) == []
