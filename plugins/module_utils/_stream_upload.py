@@ -168,7 +168,7 @@ class StreamedUpload:
         numbers = sorted(self.sizes)
         if numbers != list(range(1, len(numbers) + 1)) or set(etags) != set(numbers):
             raise ReplicationError("Failed to upload s3://%s/%s: parts %s were not all sent; retry the upload" % (self.bucket, self.key, numbers))
-        self._check_listed(numbers)
+        self._check_listed(numbers, etags)
         answer = self.client.complete_multipart_upload(
             Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": '"%s"' % etags[n]} for n in numbers]},
@@ -183,13 +183,13 @@ class StreamedUpload:
                                    % (self.bucket, self.key, stored, expected), bucket=self.bucket, key=self.key)
         return [self.md5s[n] for n in numbers]
 
-    def _check_listed(self, numbers):
-        """What the endpoint holds before completing: every part, of the size and MD5 made (a part replaced meanwhile is caught)."""
+    def _check_listed(self, numbers, etags):
+        """What the endpoint holds before completing: every part, of the size made and with the ETag the endpoint gave it
+        when it was sent (checked then against its MD5, unless opaque as with SSE-KMS): a part replaced meanwhile is caught."""
         listed = _multipart.list_parts(self.client, self.bucket, self.key, self.upload_id)
         for number in numbers:
             part = listed.get(number)
-            plain_etag = "-" not in part["etag"] and len(part["etag"]) == 32 if part else False
-            if part is None or part["size"] != self.sizes[number] or (plain_etag and part["etag"] != self.md5s[number]):
+            if part is None or part["size"] != self.sizes[number] or part["etag"] != etags[number]:
                 raise ReplicationError(
                     "Failed to upload s3://%s/%s: part %d stored on the endpoint (%s) is not the part sent (%d bytes, MD5 %s); retry the upload"
                     % (self.bucket, self.key, number, part and "%d bytes, ETag %s" % (part["size"], part["etag"]) or "missing",
