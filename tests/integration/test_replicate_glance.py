@@ -1,0 +1,90 @@
+"""playbooks/replicate.yml with the local provider (a disk file) and target openstack: the role replicates into real Glance.
+
+Keystone + Glance are the session peer of the OpenStack tests (tests/peers/openstack.py, RegionTwo); the image goes through
+the real data path into rclone's S3 server, then is streamed into Glance, whose os_hash_value is checked here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests.integration.replication import build_disk, change_disk, changed_count, make_site, summary
+from tests.peers.openstack import session_peer
+
+pytestmark = pytest.mark.xdist_group("openstack")  # one worker starts the peer once (--dist loadgroup)
+
+SERVER = "app01"
+
+
+@pytest.fixture(scope="session")
+def openstack_cloud(request, tmp_path_factory):
+    return session_peer(request, tmp_path_factory)
+
+
+@pytest.fixture
+def glance(openstack_cloud, monkeypatch):
+    """RegionTwo's Glance, emptied before and after; the modules find the cloud "peer" through OS_CLIENT_CONFIG_FILE."""
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", openstack_cloud.clouds_yaml)
+    conn = openstack_cloud.connect("RegionTwo")
+
+    def empty():
+        for image in list(conn.image.images()):
+            conn.image.delete_image(image, ignore_missing=True)
+    empty()
+    yield conn
+    empty()
+    conn.close()
+
+
+def _images(glance):
+    return {image.name: image for image in glance.image.images()}
+
+
+def _sha512_of_object(site, key, path):
+    site.download(key, path)
+    digest = hashlib.sha512()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_replicate_a_disk_into_glance_and_rotate_latest(tmp_path, s3_rclone, glance):
+    disk = build_disk(str(tmp_path / "template.img"), size="32M", fill=0.4)
+    site = make_site(tmp_path / "site", s3_rclone, [disk], [SERVER], poll_wait=0.5,
+                     extra=dict(replication_target="openstack",
+                                replication_target_options={"openstack": {"cloud": "peer", "region_name": "RegionTwo", "timeout": 120}}))
+
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    first = summary(run)[SERVER]
+    assert first["status"] == "replicated" and first["latest"] == first["image"] and first["previous_latest"] is None, first
+    images = _images(glance)
+    assert sorted(images) == ["%s-latest" % SERVER]
+    latest = images["%s-latest" % SERVER]
+    assert latest.status == "active" and latest.disk_format == "qcow2"
+    assert latest.hash_algo == "sha512" and latest.hash_value == _sha512_of_object(site, first["key"], str(tmp_path / "1.qcow2"))
+    assert site.leftovers().keys() <= {"orphans"}  # the bucket catalog's orphan check does not apply to Glance's images
+    assert site.multipart_uploads() == []
+
+    # Unchanged: the local provider fingerprints the disk, so nothing is done at all.
+    again = site.run()
+    assert again.status == "successful", again.stdout
+    assert summary(again)[SERVER]["status"] == "unchanged" and changed_count(again) == 0, again.stdout
+    assert {name: image.id for name, image in _images(glance).items()} == {name: image.id for name, image in images.items()}
+
+    # A changed disk: a new latest, the previous one renamed by its snapshot time and kept.
+    change_disk(site.disks[SERVER])
+    run = site.run()
+    assert run.status == "successful", run.stdout
+    second = summary(run)[SERVER]
+    assert second["status"] == "replicated" and second["previous_latest"] == first["image"], second
+    images = _images(glance)
+    assert sorted(images) == sorted(["%s-latest" % SERVER, first["image"]])
+    assert images[first["image"]].id == latest.id
+    new = images["%s-latest" % SERVER]
+    assert new.id != latest.id and new.status == "active"
+    assert new.hash_value == _sha512_of_object(site, second["key"], str(tmp_path / "2.qcow2"))
+    assert site.multipart_uploads() == []
