@@ -128,7 +128,12 @@ def test_import_through_ansible_runner_with_sealed_credentials(bed):
     blob, key = _sealed.seal({"cos": bed.s3.cos(), "powervs": {"api_key": API_KEY}})
     powervs = bed.extravars()["powervc_host_powervs"]
     del powervs["api_key"]
-    run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob, powervc_host_powervs=powervs)
+    # A job that runs long enough for several polls even on a loaded machine (the others keep the short default).
+    bed.emulator.running_seconds, bed.emulator.progress_steps = 10.0, 10
+    try:
+        run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob, powervc_host_powervs=powervs)
+    finally:
+        bed.emulator.running_seconds, bed.emulator.progress_steps = 2.5, 5
     assert run.status == "successful", run.stdout[-3000:]
     assert _phase_order(run) == PHASES
     # The import job's progress arrived as events, before the run ended.
