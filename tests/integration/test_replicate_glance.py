@@ -11,35 +11,16 @@ import hashlib
 import pytest
 
 from tests.integration.replication import build_disk, change_disk, changed_count, make_site, summary
-from tests.peers.openstack import session_peer
+# The OpenStack tests' session peer and RegionTwo's Glance, emptied before and after each test.
+from tests.integration.test_openstack_glance import glance, openstack_cloud  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.xdist_group("openstack")  # one worker starts the peer once (--dist loadgroup)
 
 SERVER = "app01"
 
 
-@pytest.fixture(scope="session")
-def openstack_cloud(request, tmp_path_factory):
-    return session_peer(request, tmp_path_factory)
-
-
-@pytest.fixture
-def glance(openstack_cloud, monkeypatch):
-    """RegionTwo's Glance, emptied before and after; the modules find the cloud "peer" through OS_CLIENT_CONFIG_FILE."""
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", openstack_cloud.clouds_yaml)
-    conn = openstack_cloud.connect("RegionTwo")
-
-    def empty():
-        for image in list(conn.image.images()):
-            conn.image.delete_image(image, ignore_missing=True)
-    empty()
-    yield conn
-    empty()
-    conn.close()
-
-
-def _images(glance):
-    return {image.name: image for image in glance.image.images()}
+def _images(conn):
+    return {image.name: image for image in conn.image.images()}
 
 
 def _sha512_of_object(site, key, path):
@@ -51,7 +32,8 @@ def _sha512_of_object(site, key, path):
     return digest.hexdigest()
 
 
-def test_replicate_a_disk_into_glance_and_rotate_latest(tmp_path, s3_rclone, glance):
+def test_replicate_a_disk_into_glance_and_rotate_latest(tmp_path, s3_rclone, openstack_cloud, glance, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", openstack_cloud.clouds_yaml)  # the modules find the cloud "peer" through it
     disk = build_disk(str(tmp_path / "template.img"), size="32M", fill=0.4)
     site = make_site(tmp_path / "site", s3_rclone, [disk], [SERVER], poll_wait=0.5,
                      extra=dict(replication_target="openstack",

@@ -8,7 +8,9 @@ state (volumes, attachments, snapshots, loop devices), the by-id dir, the bucket
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import uuid
 
@@ -17,12 +19,13 @@ from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from ibm_vpc.vpc_v1 import VpcV1
 
 from tests.emulators.vpc_control import start
-from tests.integration.replication import PLAYBOOK, Site, build_disk, changed_count, qemu_compare, summary
+from tests.integration.replication import Site, build_disk, changed_count, qemu_compare, summary
 from tests.peers.runner import run_playbook
 
 API_KEY = "vpcFleetKey-R7mQ2xZ9pLw4Ks8Tn3Vd"
 SOURCE, ZONE, TARGET = "us-south", "us-south-1", "eu-de"
 SERVER = "web01"
+ATTEMPTS = 4  # max_retries=3: one call and three retries
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or subprocess.run(["losetup", "--find"], capture_output=True, check=False).returncode != 0,
@@ -35,11 +38,11 @@ def source_disk(tmp_path_factory):
     return build_disk(str(tmp_path_factory.mktemp("vpc-disk") / "boot.img"), size="32M", fill=0.4)
 
 
-@pytest.fixture
-def emulator(s3_rclone, tmp_path):
-    """A fresh emulator per test (us-south and eu-de) whose image imports read the rclone S3 server."""
-    base = tmp_path / "emulator"
-    (base / "data").mkdir(parents=True)
+@pytest.fixture(scope="module")
+def emulator(s3_rclone, tmp_path_factory):
+    """One emulator for the module (us-south and eu-de) whose image imports read the rclone S3 server; the tests run in order on it."""
+    base = tmp_path_factory.mktemp("emulator")
+    (base / "data").mkdir()
     (base / "by-id").mkdir()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VPC_EMULATOR_S3_ACCESS_KEY", s3_rclone.access_key_id)
@@ -127,31 +130,112 @@ class VpcSite(Site):
         return left
 
 
-@pytest.fixture
-def site(tmp_path, s3_rclone, emulator, source_disk):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, s3_rclone, emulator, source_disk):
     emulator.seed_instance(SOURCE, name="conversion-host", zone=ZONE)
     instance = emulator.seed_instance(SOURCE, name=SERVER, zone=ZONE, boot_capacity=10, operating_system_name="debian-12-amd64")
     with open(source_disk, "rb") as handle:
         emulator.write_volume(instance["boot_volume_attachment"]["volume"]["id"], handle.read())
-    site = VpcSite(str(tmp_path), s3_rclone, s3_rclone.make_bucket("v-%s" % uuid.uuid4().hex[:12]), {SERVER: source_disk}, keep_last=3,
-                   poll_wait=0.5)
+    site = VpcSite(str(tmp_path_factory.mktemp("vpc-site")), s3_rclone, s3_rclone.make_bucket("v-%s" % uuid.uuid4().hex[:12]),
+                   {SERVER: source_disk}, keep_last=3, poll_wait=0.5)
     site.emu, site.boot = emulator, instance["boot_volume_attachment"]["volume"]["id"]
+    site.baseline = site.temporaries()
     return site
 
 
+def _assert_key_nowhere(run):
+    """The API key is in no output, event or artifact file of the run."""
+    assert API_KEY not in run.stdout
+    assert API_KEY not in json.dumps(run.events)
+    for folder, _unused, files in os.walk(run.artifact_dir):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                assert API_KEY.encode() not in handle.read(), os.path.join(folder, name)
+
+
 def test_replicate_a_vpc_server_into_eu_de(site, tmp_path):
-    before = site.temporaries()
     run = site.run()
+    _assert_key_nowhere(run)
     assert run.status == "successful", run.stdout
     result = summary(run)[SERVER]
-    assert result["status"] == "replicated", result
-    assert result["latest"] == result["image"]
+    assert result["status"] == "replicated" and result["error"] is None, result
+    assert result["latest"] == result["image"] and result["previous_latest"] is None
     # The object in the bucket is the source disk: qemu-img compares the contents.
     image = site.download(result["key"], str(tmp_path / "web01.qcow2"))
     compared = qemu_compare(site.disks[SERVER], image)
     assert compared.returncode == 0, compared.stdout + compared.stderr
-    assert site.temporaries() == before
+    # The temporary volume, its attachment and the snapshot made for this copy are gone, with their loop device and link.
+    assert site.temporaries() == site.baseline
     assert site.leftovers() == {}
     images = site.images()
-    print(sorted(images), images.get("web01-latest"))
-    print(run.stdout[-3000:])
+    assert sorted(images) == ["web01-latest"]
+    latest = images["web01-latest"]
+    assert latest["status"] == "available" and latest["operating_system"]["name"] == "debian-12-amd64"
+    assert latest["file"]["checksums"]["sha256"] == result["sha256"]
+    assert re.search(r"web01: replicated %s as web01-latest" % result["image"], run.stdout), run.stdout
+    objects = site.objects()
+
+    # VPC gives no fingerprint of a volume, so a re-run snapshots and copies again (docs/ibm-vpc.md); the same bytes give the
+    # same sha256 and the import keeps the image it has: no new image, no rename, the new object removed, nothing left.
+    again = site.run()
+    _assert_key_nowhere(again)
+    assert again.status == "successful", again.stdout
+    same = summary(again)[SERVER]
+    assert same["status"] == "replicated" and same["image"] == result["image"] and same["previous_latest"] is None, same
+    assert changed_count(again) > 0  # the snapshot, volume and object of the second copy
+    assert site.images() == images
+    # The second copy's object stays in the bucket beside the first (the import took nothing from it): noted in docs/ibm-vpc.md.
+    assert set(objects) < set(site.objects())
+    assert site.temporaries() == site.baseline
+    assert site.leftovers() == {}
+
+
+# Each step made to fail in turn, on top of the image made above (replication_force: the run does not stop at "unchanged").
+FAULTS = {
+    "snapshot fails": lambda emu: emu.fail_next("snapshot"),
+    "volume create fails": lambda emu: emu.inject("POST", r"/v1/volumes$", 400, code="bad_field"),
+    "attach never attaches": lambda emu: emu.inject("GET", r"/volume_attachments/[^/]+$", 500, count=ATTEMPTS),
+    "image import fails": lambda emu: emu.fail_next("image"),
+}
+
+ERRORS = {
+    "snapshot fails": "Failed to snapshot volume %s: snapshot web01-",
+    "volume create fails": "Failed to attach a volume from snapshot web01-",
+    "attach never attaches": "Failed to attach a volume from snapshot web01-",
+    "image import fails": "Failed to import image",
+}
+
+
+@pytest.mark.parametrize("step", list(FAULTS))
+def test_a_failure_at_each_step_leaks_nothing_and_keeps_the_latest(site, step):
+    latest = site.images()["web01-latest"]
+    objects = site.objects()
+    # New bytes, so that each step would make a new image (the same bytes would end at the import keeping the image it has).
+    site.emu.write_volume(site.boot, step.encode() * 8192)
+    FAULTS[step](site.emu)
+    run = site.run(replication_force=True)
+    _assert_key_nowhere(run)
+    assert run.status == "failed", run.stdout
+    result = summary(run)[SERVER]
+    assert result["status"] == "failed" and result["error"], result
+    assert result["error"].startswith(ERRORS[step].replace("%s", site.boot)), result["error"]
+    assert site.emu.state()["faults_left"] == 0
+    assert site.temporaries() == site.baseline
+    assert site.leftovers() == {}
+    assert site.images()["web01-latest"] == latest
+    assert sorted(site.objects()) == sorted(objects)
+
+
+def test_a_rerun_after_the_failures_completes(site):
+    latest = site.images()["web01-latest"]
+    site.emu.write_volume(site.boot, b"changed boot volume" * 4096)
+    run = site.run()
+    _assert_key_nowhere(run)
+    assert run.status == "successful", run.stdout
+    result = summary(run)[SERVER]
+    assert result["status"] == "replicated" and result["previous_latest"], result
+    images = site.images()
+    assert images["web01-latest"]["id"] != latest["id"]
+    assert images[result["previous_latest"]]["id"] == latest["id"]
+    assert site.temporaries() == site.baseline
+    assert site.leftovers() == {}
