@@ -25,7 +25,7 @@ import time
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError, terminate_as_error
 
 SPEC = dict(heartbeat_file=dict(type="path"), abandon_after=dict(type="float"),
-            bucket_lock=dict(type="dict", options=dict(bucket=dict(type="str", required=True), key=dict(type="str", required=True),
+            bucket_lock=dict(type="dict", options=dict(bucket=dict(type="str", required=True), key=dict(type="str", required=True, no_log=False),
                                                        token=dict(type="str", required=True, no_log=False))))
 
 

@@ -30,7 +30,7 @@ class Site:
         # Someone else's instance (with its own VPC) in the DR region: recovery must never touch it.
         self.bystander = emu.seed_instance(DR, name="jumphost", zone="eu-de-1")
 
-    def seed_images(self, names=SERVERS):
+    def seed_images(self, names=tuple(SERVERS)):
         for name in names:
             self.emu.control("POST", "/images", {"region": DR, "name": name + "-latest"})
 
