@@ -34,6 +34,11 @@ export OS_COMPUTE_API_VERSION=2.46
 """
 
 
+
+# What the upload on the PowerVC host imports (ibm-cos-sdk and pycryptodome with their dependencies).
+UPLOAD_PACKAGES = {"ibm_boto3", "ibm_botocore", "ibm_s3transfer", "Crypto", "jmespath", "dateutil", "six", "urllib3", "requests",
+                   "charset_normalizer", "idna", "certifi", "cffi", "_cffi_backend", "pycparser", "typing_extensions", "distro"}
+
 class PowerVCHost:
     def __init__(self, root, password, images=None, python=None):
         self.root = str(root)
@@ -89,14 +94,20 @@ class HostUser:
         self.uid, self.gid = entry.pw_uid, entry.pw_gid
 
     def venv(self, python):
-        """An upload venv the user can run: ``python``'s, seeing only this process's site-packages (same minor version)."""
+        """An upload venv the user can run: ``python``'s, with copies of the upload's packages from this process's venv."""
         path = os.path.join(self.home, "venv")
         if not os.path.exists(path):
             subprocess.run([python, "-m", "venv", "--without-pip", path], check=True, capture_output=True)
             done = subprocess.run([os.path.join(path, "bin", "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   check=True, capture_output=True, text=True)
-            with open(os.path.join(done.stdout.strip(), "vmimage-tests.pth"), "w", encoding="utf-8") as handle:
-                handle.write("\n".join(sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})) + "\n")
+            # Copies, not a .pth into this process's venv: the checkout may sit in a private (0700) directory the user
+            # cannot read, as root's home does.
+            target = done.stdout.strip()
+            for source in sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}):
+                for name in os.listdir(source):
+                    if name.split(".")[0] in UPLOAD_PACKAGES and not name.endswith((".dist-info", ".pth")):
+                        copy = shutil.copytree if os.path.isdir(os.path.join(source, name)) else shutil.copy2
+                        copy(os.path.join(source, name), os.path.join(target, name))
             self.give(path)
         return path
 
