@@ -33,11 +33,10 @@ export OS_USERNAME=root
 export OS_COMPUTE_API_VERSION=2.46
 """
 
-
-
 # What the upload on the PowerVC host imports (ibm-cos-sdk and pycryptodome with their dependencies).
 UPLOAD_PACKAGES = {"ibm_boto3", "ibm_botocore", "ibm_s3transfer", "Crypto", "jmespath", "dateutil", "six", "urllib3", "requests",
                    "charset_normalizer", "idna", "certifi", "cffi", "_cffi_backend", "pycparser", "typing_extensions", "distro"}
+
 
 class PowerVCHost:
     def __init__(self, root, password, images=None, python=None):
