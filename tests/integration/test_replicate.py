@@ -109,7 +109,9 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, da
             percents, final = stage_progress(run, name, stage)
             assert final and final["state"] == "finished" and final["percent"] == 100.0, (name, stage, final)
             seen_running = seen_running or any(p < 100 for p in percents)
-    assert seen_running, "no progress record below 100% was seen while a stage ran"
+    # The staged path's stages can end before the first poll on a loaded machine (seen once in a parallel run, staged
+    # on rclone: only the final records); the stream path, slowed above, must show a stage while it ran.
+    assert seen_running or data_path == "staged", "no progress record below 100% was seen while a stage ran"
 
     # Nothing temporary is left: work files, snapshots, async job files, multipart uploads.
     assert site.leftovers() == {}
