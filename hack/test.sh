@@ -28,7 +28,7 @@ run_stage() {
       python -m pytest -q -p no:cacheprovider -n "$unit_workers" --dist loadgroup tests/unit
       ;;
     integration)
-      python -m pytest -q -p no:cacheprovider -n "$integration_workers" --dist loadgroup tests/integration
+      python -m pytest -q -p no:cacheprovider -n "$integration_workers" --dist loadgroup --durations=30 tests/integration
       ;;
     *) echo "unknown stage $1" >&2; return 2 ;;
   esac

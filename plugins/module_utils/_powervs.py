@@ -219,18 +219,31 @@ class Target(_providers.Target):
 
     def _abandon_import(self, image):
         """A cancelled run (SIGTERM: ansible-runner's cancel, the watchdog) leaves the catalog as it was. PowerVS cannot stop
-        an import job, so follow it to its end (within wait_timeout) and delete the image it made."""
+        an import job, so follow it to its end (within wait_timeout) and delete the image it made. Nobody reads this
+        follower's errors, so a transient one (a refused connection, a token call, a 5xx) only means: try again."""
         job_id = getattr(self, "_job_id", None)
         deadline = time.monotonic() + float(self.params.get("wait_timeout") or 21600)
+        pause = float(self.params.get("wait_sleep") or 30.0)
+        if job_id and self.params.get("progress_file"):  # what a reader of the progress sees: the run is over, its job is not
+            write_json(self.params["progress_file"], {"stage": "import", "state": "cancelled", "job_id": job_id, "image": image["name"],
+                                                      "message": "cancelled: following the import job to its end to delete its image",
+                                                      "updated": time.time()}, durable=False)
         while job_id and time.monotonic() < deadline:
             try:
                 state = ((self.client.job(job_id) or {}).get("status") or {}).get("state")
-            except ApiException:
+            except (ApiException, ReplicationError, OSError):
                 state = None
             if state in ("completed", "failed"):
                 break
-            time.sleep(float(self.params.get("wait_sleep") or 30.0))
-        self._delete([e for e in self._entries() if e["name"] == image["name"]])
+            time.sleep(pause)
+        while True:
+            try:
+                self._delete([e for e in self._entries() if e["name"] == image["name"]], strict=True)
+                return
+            except (ApiException, ReplicationError, OSError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
 
     def _import(self, key, image):
         reference = self._call("start the import of image %s" % image["name"], self.client.import_cos, self._body(key, image))

@@ -11,6 +11,7 @@ seconds, follows the job PowerVS cannot stop to its end and deletes the image it
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -29,6 +30,34 @@ def _wait(predicate, bound=90.0):
     return predicate()
 
 
+def _progress(private):
+    """The import's progress record (powervc-import-*.json in the run's scratch dir), {} before there is one."""
+    scratch = os.path.join(private, "tmp")
+    for name in os.listdir(scratch):
+        if name.startswith("powervc-import-") and name.endswith(".json"):
+            with open(os.path.join(scratch, name), encoding="utf-8") as handle:
+                return json.load(handle)
+    return {}
+
+
+def _command_line(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")[:300]
+    except OSError:
+        return "(gone)"
+
+
+def _follower_results(private):
+    """What the async follower wrote as its result (ansible's async status files in the run's private dir)."""
+    found = {}
+    for root, _dirs, files in os.walk(os.path.join(private, "tmp", "async")):
+        for name in files:
+            with open(os.path.join(root, name), encoding="utf-8", errors="replace") as handle:
+                found[name] = handle.read()[-2000:]
+    return found
+
+
 def test_cancel_while_the_import_job_runs_ends_clean(bed):  # noqa: F811
     emulator = bed.emulator
     saved = (emulator.running_seconds, emulator.progress_steps)
@@ -44,18 +73,24 @@ def test_cancel_while_the_import_job_runs_ends_clean(bed):  # noqa: F811
     try:
         private = str(bed.tmp_path / "runner-cancel")
         os.makedirs(private)
-        run = run_playbook(PLAYBOOK, bed.inventory, extravars=bed.extravars(powervc_host_abandon_after=3, powervc_host_poll_wait=0.3),
-                           private_dir=private, cancel_callback=cancel)
+        # The follower's wait is bounded by the import timeout: generous here, so a slow machine does not end the follow.
+        extravars = bed.extravars(powervc_host_abandon_after=3, powervc_host_poll_wait=0.3, powervc_host_import_timeout=900)
+        run = run_playbook(PLAYBOOK, bed.inventory, extravars=extravars, private_dir=private, cancel_callback=cancel)
         run.private_dir = private
         assert run.status == "canceled", run.status
         job = seen["job"]
         assert job["status"]["state"] == "running"
         # Nothing was left on the PowerVC host or in the bucket's uploads when the cancel came.
         assert os.listdir(bed.host.sessions) == [] and bed.uploads() == []
+        assert stage_processes(private), "no follower of the import job outlived the controller"
+        # The follower stops itself once nobody has polled it for abandon_after seconds; only then may the job end.
+        assert _wait(lambda: _progress(private).get("state") == "cancelled"), _progress(private)
         emulator.running_seconds = 0.5  # PowerVS finishes the job it could not stop
         assert _wait(lambda: job["status"]["state"] in ("completed", "failed"))
-        assert _wait(lambda: not stage_processes(run.private_dir)), "the import's follower did not stop"
-        assert bed.ws.images == {}, bed.ws.images  # the image the job made was deleted: the catalog is as it was
+        # Neither the follower nor the worker that polled it (its own session: the kill of the process group missed it).
+        assert _wait(lambda: not stage_processes(private)), [_command_line(pid) for pid in stage_processes(private)]
+        # The image the job made was deleted: the catalog is as it was.
+        assert bed.ws.images == {}, (bed.ws.images, _follower_results(private))
         assert os.listdir(bed.host.sessions) == [] and bed.uploads() == []
         # What the killed controller could not remove (its progress and heartbeat files) is in the run's own private
         # directory, which ansible-runner's caller (AWX, a management application) removes with the run.

@@ -6,21 +6,26 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 from ansible_collections.vmimage.replication.plugins.callback.progress import progress_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
-# Writes a progress file in four steps, as qemu_convert and cos_upload do, then exits.
+# Writes a progress file in four steps, as qemu_convert and cos_upload do, and finishes once the test has seen a line
+# (the gate file; bounded), so that a slow start of the poller cannot make the job end before its first poll.
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     sys.path.insert(0, {collections!r})
     from ansible_collections.vmimage.replication.plugins.module_utils._progress import ProgressFile
     progress = ProgressFile(sys.argv[1], "convert", total=4 << 20)
     for step in range(4):
         progress.update(step << 20, force=True)
-        time.sleep(0.6)
+        time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while not os.path.exists({gate!r}) and time.monotonic() < deadline:
+        time.sleep(0.1)
     progress.finish()
     """
 )
@@ -66,13 +71,23 @@ def test_no_line_without_progress():
 def test_prints_lines_while_a_real_job_runs(tmp_path):
     collections = os.environ["ANSIBLE_COLLECTIONS_PATH"]
     writer = tmp_path / "writer.py"
-    writer.write_text(WRITER.format(collections=collections))
+    gate = tmp_path / "gate"
+    writer.write_text(WRITER.format(collections=collections, gate=str(gate)))
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK.format(python=sys.executable, writer=writer, progress=tmp_path / "p.json"))
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
                ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook)],
-                          env=env, capture_output=True, text=True, check=False, timeout=120)
+    with subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        timer = threading.Timer(120, proc.kill)  # a bound on a hang
+        timer.start()
+        output = []
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("localhost | convert: "):
+                gate.touch()
+        timer.cancel()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(output), "")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("localhost | convert: ")]
     assert lines, done.stdout
