@@ -20,6 +20,7 @@ OPTIONS = dict(
 
 class Target(_providers.Target):
     name = "bucket_catalog"
+    object_is_image = True
 
     def _open(self, action):
         p = self.params

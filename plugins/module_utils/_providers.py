@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import importlib
 
+from ansible_collections.vmimage.replication.plugins.module_utils import _cos
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 # provider name -> module under plugins/module_utils that holds its adapter.
@@ -152,6 +153,7 @@ class Target:
     """Verbs of an image library. Rotation and retention are decided by ``_catalog.plan_import`` for every target."""
 
     name = None
+    object_is_image = False  # True where the bucket is the library (bucket_catalog): its object is the image itself
 
     def __init__(self, params):
         self.params = params
@@ -170,3 +172,27 @@ class Target:
     def remove_image(self, name, force=False, check_mode=False):
         """Remove image ``name``; the latest only with ``force``. Same result keys as ``import_image``."""
         raise NotImplementedError
+
+
+def check_release(adapter, key):
+    """Refuse, before anything is imported, to delete an object that is the image itself (bucket_catalog)."""
+    if adapter.object_is_image:
+        raise ReplicationError("Failed to import image %s: keep_object=false with target %s would delete the image itself; "
+                               "keep_object applies to targets that copy the object into their own library" % (key, adapter.name))
+
+
+def release_object(adapter, key, check_mode=False):
+    """Delete ``key``, the object an image was imported from, once the library holds the image: ``(deleted, warning)``.
+
+    ``deleted`` says whether an object was (in check mode: would be) deleted. A failed delete does not undo the import:
+    it comes back as a warning that names the object."""
+    check_release(adapter, key)
+    p = adapter.params
+    try:
+        with _cos.naming_errors("delete the imported object", p["cos"], p["bucket"], key):
+            client = _cos.connect(p["cos"])
+            if check_mode:
+                return _cos.head(client, p["bucket"], key) is not None, None
+            return _cos.delete_object(client, p["bucket"], key), None
+    except ReplicationError as exc:
+        return False, "%s; the image is imported, delete the object by hand or with playbooks/cleanup.yml" % exc.msg

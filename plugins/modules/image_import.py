@@ -55,6 +55,14 @@ options:
       - Not recomputed in check mode.
     type: bool
     default: true
+  keep_object:
+    description:
+      - With a target that copies the object into its own library (V(ibm_vpc), V(openstack)), V(false) deletes the object
+        O(key) once its image is imported and usable, so that the bucket does not grow with every run. A delete that fails
+        is a warning naming the object, not a failed import.
+      - Must stay V(true) with O(target=bucket_catalog), where the object is the image.
+    type: bool
+    default: true
   source_fingerprint:
     description:
       - Identity of the source volume's state, recorded in the catalog. Defaults to the object's C(source-fingerprint) metadata.
@@ -185,6 +193,11 @@ images:
   type: list
   elements: dict
   sample: [{name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, format: qcow2}]
+object_deleted:
+  description: Whether the object O(key) was (in check mode, would be) deleted after the import (O(keep_object=false)).
+  returned: state is present
+  type: bool
+  sample: true
 orphaned:
   description:
     - Images dropped from the catalog (pruned or removed) whose object could not be deleted; the objects are still in the bucket.
@@ -223,10 +236,17 @@ def run(module):
     if p["state"] == "absent":
         result = target.remove_image(p["name"], force=p["force"], check_mode=module.check_mode)
     else:
+        if not p["keep_object"]:
+            _providers.check_release(target, p["key"])
         result = target.import_image(
             p["key"], sha256=p["sha256"], snapshot_time=p["snapshot_time"], source_fingerprint=p["source_fingerprint"],
             keep_last=p["keep_last"], keep_days=p["keep_days"], check_mode=module.check_mode, verify_digest=p["verify_digest"],
         )
+        result["object_deleted"] = False
+        if not p["keep_object"]:
+            result["object_deleted"], warning = _providers.release_object(target, p["key"], check_mode=module.check_mode)
+            if warning:
+                module.ansible.warn(warning)
     for orphan in result["orphaned"]:
         module.ansible.warn("%s; the catalog no longer lists it, delete s3://%s/%s by hand" % (orphan["msg"], p["bucket"], orphan["key"]))
     return result
@@ -239,6 +259,7 @@ def main():
         sha256=dict(type="str"),
         source_fingerprint=dict(type="str"),
         verify_digest=dict(type="bool", default=True),
+        keep_object=dict(type="bool", default=True),
         keep_last=dict(type="int", default=7),
         keep_days=dict(type="int"),
         state=dict(type="str", choices=["present", "absent"], default="present"),

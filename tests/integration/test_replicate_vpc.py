@@ -154,7 +154,7 @@ def _assert_key_nowhere(run):
 
 
 def test_replicate_a_vpc_server_into_eu_de(site, tmp_path):
-    run = site.run()
+    run = site.run(replication_keep_objects=True)  # kept, to compare its contents below
     _assert_key_nowhere(run)
     assert run.status == "successful", run.stdout
     result = summary(run)[SERVER]
@@ -175,17 +175,19 @@ def test_replicate_a_vpc_server_into_eu_de(site, tmp_path):
     assert re.search(r"web01: replicated %s as web01-latest" % result["image"], run.stdout), run.stdout
     objects = site.objects()
 
+    assert result["key"] in objects
+
     # VPC gives no fingerprint of a volume, so a re-run snapshots and copies again (docs/ibm-vpc.md); the same bytes give the
     # same sha256 and the import keeps the image it has: no new image, no rename, the new object removed, nothing left.
-    again = site.run()
+    again = site.run()  # replication_keep_objects: false, the default
     _assert_key_nowhere(again)
     assert again.status == "successful", again.stdout
     same = summary(again)[SERVER]
     assert same["status"] == "replicated" and same["image"] == result["image"] and same["previous_latest"] is None, same
     assert changed_count(again) > 0  # the snapshot, volume and object of the second copy
     assert site.images() == images
-    # The second copy's object stays in the bucket beside the first (the import took nothing from it): noted in docs/ibm-vpc.md.
-    assert set(objects) < set(site.objects())
+    # The second copy's object went once the import was done (the kept one of the first run stays).
+    assert same["key"] != result["key"] and sorted(site.objects()) == sorted(objects)
     assert site.temporaries() == site.baseline
     assert site.leftovers() == {}
 
@@ -234,6 +236,7 @@ def test_a_rerun_after_the_failures_completes(site):
     assert run.status == "successful", run.stdout
     result = summary(run)[SERVER]
     assert result["status"] == "replicated" and result["previous_latest"], result
+    assert result["key"] not in site.objects()  # imported, then deleted (replication_keep_objects: false)
     images = site.images()
     assert images["web01-latest"]["id"] != latest["id"]
     assert images[result["previous_latest"]]["id"] == latest["id"]

@@ -1,0 +1,69 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""image_import's keep_object=false: refused where the object is the image; a failed delete is a warning, not a failed import."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_catalog, _cos, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
+ClientError = _cos.ClientError  # ibm-cos-sdk's, which _cos catches
+
+PARAMS = {"cos": {"endpoint": "http://s3.example", "secret_access_key": "s3cr3t-never-shown"}, "bucket": "dr", "server": "web01",
+          "prefix": "images/"}
+KEY = "images/web01/web01-20261129-070000.qcow2"
+
+
+class Library(_providers.Target):
+    name = "a_library"
+
+
+class Bucket:
+    def __init__(self, objects, deny=False):
+        self.objects, self.deny = set(objects), deny
+
+    def head_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+        if Key not in self.objects:
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+        return {"ContentLength": 1, "Metadata": {}}
+
+    def delete_object(self, Bucket, Key):  # noqa: N803
+        if self.deny:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "DeleteObject")
+        self.objects.discard(Key)
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    store = {}
+
+    def connect(cos, max_pool_connections=10):
+        return store["bucket"]
+    monkeypatch.setattr(_cos, "connect", connect)
+    return store
+
+
+def test_the_object_is_deleted_once_and_check_mode_only_says_so(bucket):
+    bucket["bucket"] = Bucket([KEY])
+    assert _providers.release_object(Library(PARAMS), KEY, check_mode=True) == (True, None)
+    assert KEY in bucket["bucket"].objects
+    assert _providers.release_object(Library(PARAMS), KEY) == (True, None)
+    assert bucket["bucket"].objects == set()
+    assert _providers.release_object(Library(PARAMS), KEY) == (False, None)  # gone already
+
+
+def test_a_failed_delete_is_a_warning_naming_the_object_and_no_secret(bucket):
+    bucket["bucket"] = Bucket([KEY], deny=True)
+    deleted, warning = _providers.release_object(Library(PARAMS), KEY)
+    assert not deleted and KEY in warning and "dr" in warning and "image is imported" in warning
+    assert "s3cr3t" not in warning
+    assert KEY in bucket["bucket"].objects
+
+
+def test_the_bucket_catalog_refuses_before_anything_is_imported():
+    with pytest.raises(ReplicationError, match="would delete the image itself"):
+        _providers.check_release(_bucket_catalog.Target(PARAMS), KEY)
+    _providers.check_release(Library(PARAMS), KEY)  # a library with its own copy may
