@@ -246,7 +246,7 @@ def acquire(client, bucket, key, record, stale_after, wait, mode, clock=time.mon
     while True:
         current = holder(client, bucket, key, stale_after)
         if current is not None and current.get("token") == token:
-            heartbeat(client, bucket, key, token, mode, record=record)
+            heartbeat(client, bucket, key, token, mode, record=record, stale_after=stale_after)
             return False, current
         if current is None:
             attempt = _acquire_conditional if mode == CONDITIONAL else _acquire_claims
@@ -259,8 +259,12 @@ def acquire(client, bucket, key, record, stale_after, wait, mode, clock=time.mon
         pause(max(0.05, min(interval, deadline - clock())) if current is not None else 0.05)
 
 
-def heartbeat(client, bucket, key, token, mode, record=None, clock=time.time):
-    """Refresh the lock's age when ``token`` holds it; return whether it does. Never re-creates a lock taken over."""
+def heartbeat(client, bucket, key, token, mode, record=None, clock=time.time, stale_after=None):
+    """Refresh the lock's age when ``token`` holds it; return whether it does. Never re-creates a lock taken over.
+
+    A claim (no conditional write) is read, then written: a taker could remove it as stale in between, and the write
+    would bring it back. So a claim already older than half of ``stale_after`` (takers wait for all of it, and a live
+    run beats far more often) is counted as lost instead of refreshed."""
     if mode == CONDITIONAL:
         current = _get(client, bucket, key)
         if current is None or current.get("token") != token:
@@ -272,7 +276,7 @@ def heartbeat(client, bucket, key, token, mode, record=None, clock=time.time):
     if not mine:
         return False
     current = _get(client, bucket, mine[0]["key"])
-    if current is None:
+    if current is None or (stale_after is not None and current["age"] > stale_after / 2.0):
         return False
     fresh = {name: value for name, value in (record or current).items() if name not in ("etag", "age", "key", "mode")}
     fresh["heartbeat"] = clock()

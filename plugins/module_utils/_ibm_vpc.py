@@ -78,8 +78,12 @@ class Source(Base, _providers.Source):
                          {"source_volume": {"id": volume}, "name": name, "user_tags": user_tags})
         try:
             return self.public_snapshot(self.wait_snapshot(snap, "snapshot volume %s" % volume)), True
-        except ReplicationError:
-            self._drop_snapshot(snap, "snapshot volume %s" % volume)  # a failed or stuck snapshot of this run is not left behind
+        except ReplicationError as failure:
+            try:
+                self._drop_snapshot(snap, "snapshot volume %s" % volume)  # a failed or stuck snapshot of this run is not left behind
+            except ReplicationError as cleanup:  # the wait's failure stays the one reported; what is left is named too
+                failure.msg = "%s; %s" % (failure.msg, cleanup.msg)
+                failure.args = (failure.msg,)
             raise
 
     def _drop_snapshot(self, snap, action, region=None):

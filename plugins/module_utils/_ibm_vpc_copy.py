@@ -104,11 +104,18 @@ class CopyBackend(Base):
             if volumes and volume not in volumes:
                 continue
             out.append(self._describe(snap, tags, volume))
+        # VPC takes encryption_key on a copy if and only if the source is encrypted with a customer key (user_managed): so
+        # the key goes with those copies only, and without one they cannot be made. Said before anything is copied.
+        locked = [s["name"] for s in out if s["encryption"] == "user_managed"]
+        if locked and not self.key:
+            raise ReplicationError("Failed to plan copies: snapshot(s) %s are encrypted with a customer root key (user_managed), and VPC copies "
+                                   "them only with a root key of the destination region; set encryption_key to its CRN" % ", ".join(locked))
         return out
 
     def _describe(self, snap, tags, volume_id):
         vol = self.get_or_none("get_volume", volume_id) if volume_id else None
         return dict(id=snap["id"], crn=snap["crn"], name=snap["name"], volume_id=volume_id, start_time=snap.get("captured_at") or snap["created_at"],
+                    encryption=snap.get("encryption") or "provider_managed",
                     size=snap.get("minimum_capacity"), tags=tags, volume_type=((vol or {}).get("profile") or {}).get("name"),
                     iops=(vol or {}).get("iops"), zone=((vol or {}).get("zone") or {}).get("name"))
 
@@ -125,7 +132,7 @@ class CopyBackend(Base):
     def start_copy(self, source, region, tags):
         action = "copy snapshot %s from %s to %s" % (source["name"], self.region, region)
         proto = {"source_snapshot": {"crn": source["crn"]}, "name": self.copy_name(source), "user_tags": to_user_tags(tags, self.selector)}
-        if self.key:
+        if self.key and source.get("encryption") == "user_managed":  # VPC refuses a key for a provider_managed source
             proto["encryption_key"] = {"crn": self.key}
         try:
             try:

@@ -171,6 +171,7 @@ def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, 
     digest = _digest.GuestDigest(layout.virtual_size)
     upload = StreamedUpload(client, bucket, key, part_size, params["concurrency"], dict(metadata), resume, front=layout.data_start)
     done = created = retry = False
+    failure = None
     try:
         writer = _qcow2.StreamWriter(layout, upload.write, upload.pwrite, params["compression_type"])
         if progress is not None:
@@ -209,10 +210,16 @@ def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, 
     except PartsDiffer:
         retry = True  # the caller converts again: neither the upload (it aborts it) nor the progress is final
         raise
+    except ReplicationError as exc:
+        failure = exc
+        raise
     finally:
         upload.close(abort=not done and not retry and not params["keep_incomplete"])
         if (created or upload.completed) and not done:
-            _delete_unverified(client, bucket, key)
+            left = _delete_unverified(client, bucket, key)
+            if left and failure is not None:
+                failure.msg = "%s; but %s" % (failure.msg, left)
+                failure.args = (failure.msg,)
         if progress is not None and not done and not retry:
             progress.finish("failed")
     if progress is not None:
@@ -226,8 +233,11 @@ def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, 
 
 
 def _delete_unverified(client, bucket, key):
-    """An object that failed its verification must not be registered: remove it (the failure is the one to report)."""
+    """An object that failed its verification must not be registered: remove it. The failure is the one to report, so a
+    delete that fails only adds what to do by hand (returned), or None."""
     try:
         _cos.delete_object(client, bucket, key)
-    except Exception:  # pylint: disable=broad-except
-        pass
+    except (_cos.ClientError, _cos.BotoCoreError, OSError) as exc:
+        return "the unverified object could not be deleted (%s): delete s3://%s/%s by hand before anything imports it" % (
+            _cos.error_code(exc) or type(exc).__name__, bucket, key)
+    return None

@@ -11,7 +11,9 @@ source and options converts nothing. Stdlib only; no Ansible imports.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hmac
 import http.server
 import json
 import os
@@ -20,6 +22,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -34,6 +37,7 @@ VERIFY_MODES = ("none", "check", "compare")
 PACKAGE_HINT = "install qemu-img (package qemu-utils on Debian/Ubuntu, qemu-img on RHEL/Fedora/CentOS)"
 SIDECAR_VERSION = 1
 # Options that change the bytes of the output; the others (coroutines, cache...) only change speed.
+RELAY_USER = "qemu-img"  # the loopback relay's basic-auth user; its password is per verification
 IDENTITY_KEYS = ("src", "src_format", "format", "compress", "compression_type", "cluster_size")
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
@@ -225,18 +229,19 @@ def run_convert(args, virtual_size, progress):
                                rc=proc.returncode)
 
 
-def verify_output(path, fmt, src, src_format, mode):
-    """Verify the output; returns what was done: none, info, check or compare."""
+def verify_output(path, fmt, src, src_format, mode, objects=()):
+    """Verify the output; returns what was done: none, info, check or compare. ``objects``: qemu-img --object arguments."""
     if mode == "none":
         return "none"
+    objects = list(objects)
     if fmt == "qcow2":
-        run(["check", "-f", fmt, path], "check converted image %s" % path)
+        run(["check"] + objects + ["-f", fmt, path], "check converted image %s" % path)
         done = "check"
     else:  # raw and vpc have no qemu-img check: at least open it as what it claims to be
-        run(["info", "-f", fmt, path], "open converted image %s" % path)
+        run(["info"] + objects + ["-f", fmt, path], "open converted image %s" % path)
         done = "info"
     if mode == "compare":
-        proc = subprocess.run([qemu_img(), "compare", "-f", src_format, "-F", fmt, src, path],
+        proc = subprocess.run([qemu_img(), "compare"] + objects + ["-f", src_format, "-F", fmt, src, path],
                               stdin=subprocess.DEVNULL, capture_output=True, check=False)
         if proc.returncode != 0:
             raise ReplicationError("Failed to verify converted image %s: it differs from source %s: %s"
@@ -249,7 +254,9 @@ class _ObjectRelay(http.server.BaseHTTPRequestHandler):
     """Serves one object to qemu's curl driver on loopback: HEAD, and GET of byte ranges, each a ranged GetObject.
 
     qemu-img thus reads the stored object itself, and only the ranges it asks for, while the credentials
-    stay in this process: neither a presigned URL nor a key appears in qemu-img's argv.
+    stay in this process: neither a presigned URL nor a key appears in qemu-img's argv. Nor does the relay's own
+    password: another local user, who can read argv and reach loopback, is refused (401). qemu's curl driver sends it
+    as HTTP basic auth, reading it from a 0600 file named by a qemu ``secret`` object.
     """
 
     protocol_version = "HTTP/1.1"
@@ -258,7 +265,14 @@ class _ObjectRelay(http.server.BaseHTTPRequestHandler):
         pass  # no request log on stderr
 
     def _allowed(self):
-        if self.path != "/" + self.server.token:
+        expected = "Basic " + base64.b64encode(("%s:%s" % (RELAY_USER, self.server.token)).encode("ascii")).decode("ascii")
+        if not hmac.compare_digest((self.headers.get("Authorization") or "").encode("ascii", "replace"), expected.encode("ascii")):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="object"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        if self.path != "/object":
             self.send_error(404)
             return False
         return True
@@ -298,13 +312,19 @@ def verify_object(client, bucket, key, size, fmt, src, src_format, mode):
     server.daemon_threads = True
     server.read, server.size = _digest.object_reader(client, bucket, key, size), size
     server.token = secrets.token_urlsafe(24)
-    url = "http://127.0.0.1:%d/%s" % (server.server_address[1], server.token)
+    url = "http://127.0.0.1:%d/object" % server.server_address[1]
+    secret_dir = tempfile.mkdtemp(prefix="vmimage-relay-")  # 0700: only this user reads the password file
+    secret_file = os.path.join(secret_dir, "password")
+    with open(os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="ascii") as handle:
+        handle.write(server.token)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    name = "json:" + json.dumps({"driver": fmt, "file": {"driver": "http", "url": url, "readahead": 1048576, "timeout": 60}})
+    name = "json:" + json.dumps({"driver": fmt, "file": {"driver": "http", "url": url, "readahead": 1048576, "timeout": 60,
+                                                         "username": RELAY_USER, "password-secret": "relay"}})
+    objects = ["--object", "secret,id=relay,file=%s" % secret_file]
     where = "s3://%s/%s" % (bucket, key)
     try:
-        return verify_output(name, fmt, src, src_format, mode)
+        return verify_output(name, fmt, src, src_format, mode, objects)
     except ReplicationError as exc:
         message = exc.msg.replace(name, where).replace(url, where)
         if "Unknown driver 'http'" in message or "Unknown protocol" in message:
@@ -315,6 +335,7 @@ def verify_object(client, bucket, key, size, fmt, src, src_format, mode):
         server.shutdown()
         server.server_close()
         thread.join(5)
+        shutil.rmtree(secret_dir, ignore_errors=True)
 
 
 def _identity(params, src_format):

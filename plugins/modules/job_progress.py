@@ -90,6 +90,13 @@ options:
         description: Shortest time between two heartbeats of the bucket lock, in seconds.
         type: float
         default: 60
+      stale_after:
+        description:
+          - Seconds without a heartbeat after which another run may take the lock over (C(replication_lock_stale_after)).
+          - With the C(claims) protocol, a claim found older than half of it is not refreshed but counted as lost, so that
+            a heartbeat can never bring back a claim that another run is removing as stale.
+        type: float
+        default: 900
   cos:
     description: Connection to the object storage holding the bucket lock; used only with O(bucket_heartbeat).
     type: dict
@@ -198,6 +205,7 @@ OPTIONS = dict(
         token=dict(type="str", required=True, no_log=False),
         protocol=dict(type="str", choices=["conditional", "claims"], required=True),
         every=dict(type="float", default=60.0),
+        stale_after=dict(type="float", default=900.0),
     )),
     cos=dict(copy.deepcopy(COS_SPEC["cos"]), required=False),
 )
@@ -212,7 +220,7 @@ def _bucket_beat(module):
     try:
         module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
         with _cos.naming_errors("refresh the run lock of %s at" % lock["server"], cos, lock["bucket"], key):
-            held = _bucket_lock.heartbeat(_cos.connect(cos), lock["bucket"], key, lock["token"], lock["protocol"])
+            held = _bucket_lock.heartbeat(_cos.connect(cos), lock["bucket"], key, lock["token"], lock["protocol"], stale_after=lock["stale_after"])
     except ReplicationError as exc:
         module.ansible.warn(exc.msg)
         return dict(sent=False, held=True)

@@ -38,8 +38,10 @@ options:
     default: aws
   encryption_key:
     description:
-      - O(provider=ibm_vpc) - encrypt the copies with this root key, the CRN of a Key Protect or Hyper Protect Crypto Services
-        key (C(crn:v1:...:kms:...:key:<id>)) that the destination region may use. By default the copies are provider managed.
+      - O(provider=ibm_vpc) - the root key for the copies of snapshots encrypted with a customer root key (C(user_managed)), the
+        CRN of a Key Protect or Hyper Protect Crypto Services key (C(crn:v1:...:kms:...:key:<id>)) that the destination
+        region may use. VPC requires it for those copies and refuses it for the others, which stay provider managed; a
+        C(user_managed) snapshot without it fails before anything is copied.
     type: str
   destination_regions:
     description:

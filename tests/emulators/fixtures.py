@@ -48,5 +48,11 @@ def vpc_emulator_factory(tmp_path):
     try:
         yield make
     finally:
-        for server in started:
-            server.stop()
+        failures = []
+        for server in started:  # each one stopped, whatever the one before raised
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 pylint: disable=broad-except
+                failures.append(exc)  # reported below, once the others are stopped
+        if failures:
+            raise failures[0]

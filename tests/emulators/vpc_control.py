@@ -177,8 +177,11 @@ class Process:
 
     def stop(self):
         """SIGTERM, wait; then check the emulator left no loop device and no by-id link behind."""
-        loops = self.state()["loop_devices"] if self.process.poll() is None else []
-        stop_process(self.process)
+        loops = []
+        try:
+            loops = self.state()["loop_devices"] if self.process.poll() is None else []
+        finally:  # an emulator that no longer answers is stopped all the same
+            stop_process(self.process)
         self.process.stdout.close()
         left = sorted(os.listdir(self.by_id_dir)) if self.by_id_dir else []
         attached = [loop for loop in loops if subprocess.run(["losetup", loop], capture_output=True, check=False).returncode == 0]

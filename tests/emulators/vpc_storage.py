@@ -45,7 +45,7 @@ def _name_free(emu, kind, region, name):
 
 
 def new_volume(emu, region, name=None, capacity=10, zone=None, profile="general-purpose", user_tags=(), source_snapshot=None,
-               wait=True):
+               wait=True, encryption_key=None):
     """A volume record; with ``wait`` it is ``pending`` for the emulator's delay, else ``available`` now."""
     if profile not in VOLUME_PROFILES:
         raise ApiError(404, "volume_profile_not_found", "Volume profile %s not found" % profile)
@@ -68,6 +68,10 @@ def new_volume(emu, region, name=None, capacity=10, zone=None, profile="general-
     if source_snapshot is not None:
         rec["source_snapshot"] = reference(source_snapshot, "snapshot")
         _copy_bytes(emu, source_snapshot["id"], rec["id"])
+        # "If unspecified, the snapshot's encryption_key will be used."
+        encryption_key = encryption_key or (source_snapshot.get("encryption_key") or {}).get("crn")
+    if encryption_key:
+        rec.update(encryption="user_managed", encryption_key={"crn": encryption_key})
     if wait:
         if emu.take_failure("volume"):
             emu.later(rec, emu.delay, {"status": "failed", "health_state": "faulted",
@@ -138,7 +142,8 @@ def register(emu):
                            target={"name": "capacity", "type": "field"})
         else:
             capacity = body["capacity"]
-        rec = new_volume(emu, region, body.get("name"), capacity, zone, profile, body.get("user_tags"), snap)
+        rec = new_volume(emu, region, body.get("name"), capacity, zone, profile, body.get("user_tags"), snap,
+                         encryption_key=(body.get("encryption_key") or {}).get("crn"))
         return 201, rec, {"ETag": emu.etag(rec)}
 
     def grow_only(rec, body):
@@ -196,6 +201,9 @@ def register(emu):
             rec = emu.new_record("snapshot", region, "snapshots", name=name, minimum_capacity=vol["capacity"], size=1,
                                  source_volume=reference(vol, "volume"), bootable=vol.get("_bootable", False), **{
                                      k: v for k, v in fields.items() if k != "bootable"})
+            rec["encryption"] = vol["encryption"]  # "the type of encryption used on the source volume"
+            if vol.get("encryption_key"):
+                rec["encryption_key"] = dict(vol["encryption_key"])
             for extra in ("operating_system", "source_image"):
                 if vol.get(extra):
                     rec[extra] = vol[extra]
@@ -208,9 +216,17 @@ def register(emu):
                                target={"name": "source_snapshot", "type": "field"})
             if source["lifecycle_state"] != "stable":
                 raise ApiError(409, "snapshot_not_stable", "Snapshot %s is %s, not stable" % (source["id"], source["lifecycle_state"]))
+            # "A key must be specified if and only if the source snapshot has an encryption type of user_managed."
+            key = (body.get("encryption_key") or {}).get("crn")
+            if bool(key) != (source["encryption"] == "user_managed"):
+                raise ApiError(400, "validation_required_field" if not key else "bad_field",
+                               "encryption_key must be given if and only if the source snapshot is user_managed (it is %s)" % source["encryption"],
+                               target={"name": "encryption_key", "type": "field"})
             rec = emu.new_record("snapshot", region, "snapshots", name=name, minimum_capacity=source["minimum_capacity"],
                                  size=source["size"], source_volume=dict(source["source_volume"]), **fields)
             rec["bootable"] = source["bootable"]
+            if key:
+                rec.update(encryption="user_managed", encryption_key={"crn": key})
             rec["source_snapshot"] = dict(reference(source, "snapshot"), remote={"region": {
                 "name": source["_region"], "href": "%s/regions/%s" % (emu.service_url(source["_region"]), source["_region"])}})
             rec["source_volume"]["remote"] = {"region": rec["source_snapshot"]["remote"]["region"]}
@@ -261,7 +277,8 @@ def register(emu):
         import json
         spec = json.loads(raw or b"{}")
         return 201, new_volume(emu, spec.get("region") or emu.regions[0], spec.get("name"), spec.get("capacity", 10),
-                               spec.get("zone"), spec.get("profile", "general-purpose"), spec.get("user_tags"), wait=False)
+                               spec.get("zone"), spec.get("profile", "general-purpose"), spec.get("user_tags"), wait=False,
+                               encryption_key=spec.get("encryption_key"))
 
     emu.route("GET", "/volumes", list_volumes)
     emu.route("POST", "/volumes", create_volume)

@@ -48,6 +48,10 @@ def awx_cancel(site, gated):
             os.killpg(group, signal.SIGKILL)
         proc.wait(30)
     finally:
+        if proc.poll() is None:  # a failed step above: the controller must not outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+            proc.wait(30)
         log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(site.cos_file)

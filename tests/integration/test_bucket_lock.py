@@ -90,7 +90,7 @@ def test_held_lock_second_taker_fails_fast_or_waits_bounded(s3_server, bucket, p
     changed, holder = _bucket_lock.acquire(client, bucket, KEY, record("tok-b"), 900, 1.0, protocol, pause=pauses.append, interval=0.4)
     assert not changed and holder["token"] == "tok-a" and pauses
     assert keys(s3_server, bucket) == before
-    # The same token again is no change; released, the waiting taker gets it.
+    # The same token again is no change (release then take: the next test).
     assert _bucket_lock.acquire(client, bucket, KEY, record("tok-a"), 900, 0, protocol)[0] is False
 
 

@@ -182,6 +182,8 @@ def test_peer_has_two_regions_and_no_password_on_any_command_line(openstack_clou
     conn.close()
     assert regions == ["RegionOne", "RegionTwo"] and image_endpoints == ["RegionOne", "RegionTwo"]
     assert openstack_cloud.start_seconds > 0
-    for pid in openstack_cloud.leftovers():  # the running services
+    services = openstack_cloud.leftovers()  # the running services
+    assert services
+    for pid in services:
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             assert openstack_cloud.password.encode() not in handle.read()

@@ -82,10 +82,11 @@ class Run:
         value.update(extra)
         return value
 
-    def run(self, envvars=None, **extra):
+    def run(self, envvars=None, keep_command=False, **extra):
         private = str(self.tmp_path / ("runner-%s" % uuid.uuid4().hex[:6]))
         os.makedirs(private)
-        result = run_playbook(PLAYBOOK, self.inventory, extravars=self.extravars(**extra), envvars=envvars, private_dir=private)
+        result = run_playbook(PLAYBOOK, self.inventory, extravars=self.extravars(**extra), envvars=envvars, private_dir=private,
+                              keep_command=keep_command)
         result.private_dir = private
         return result
 
@@ -131,7 +132,7 @@ def test_import_through_ansible_runner_with_sealed_credentials(bed):
     # A job that runs long enough for several polls even on a loaded machine (the others keep the short default).
     bed.emulator.running_seconds, bed.emulator.progress_steps = 10.0, 10
     try:
-        run = bed.run(envvars={_sealed.KEY_ENV: key}, powervc_host_cos={}, powervc_host_sealed_cos=blob, powervc_host_powervs=powervs)
+        run = bed.run(envvars={_sealed.KEY_ENV: key}, keep_command=True, powervc_host_cos={}, powervc_host_sealed_cos=blob, powervc_host_powervs=powervs)
     finally:
         bed.emulator.running_seconds, bed.emulator.progress_steps = 2.5, 5
     assert run.status == "successful", run.stdout[-3000:]

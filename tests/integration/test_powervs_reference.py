@@ -201,8 +201,10 @@ def test_subprocess_stops_on_sigterm_and_an_empty_key_file_fails(tmp_path):
     key_file.write_text(API_KEY)
     process = powervs_control.start(key_file)
     url = process.url
-    assert requests.get(url + "/_emulator/requests", timeout=10).json() == {"requests": []}
-    process.stop()
+    try:
+        assert requests.get(url + "/_emulator/requests", timeout=10).json() == {"requests": []}
+    finally:
+        process.stop()
     assert process.process.returncode == 0 and not os.path.exists("/proc/%d" % process.process.pid)
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/_emulator/requests", timeout=2)

@@ -21,6 +21,9 @@ from ibm_vpc.vpc_v1 import Snapshot, SnapshotsPager, Volume, VolumeAttachment, V
 
 from tests.emulators.fixtures import API_KEY, vpc_emulator_factory  # noqa: F401  # pylint: disable=unused-import
 from tests.emulators.vpc_control import REPO, start
+from tests.emulators.vpc_storage import COPY_SLOWER
+
+DELAY = 0.3  # the emulator's in-region delay of slow states
 
 
 def _client(emu, region="us-south", key=API_KEY):
@@ -49,7 +52,7 @@ def _error(call, *args, **kwargs):
 
 @pytest.fixture
 def emu(vpc_emulator_factory):  # noqa: F811  # pylint: disable=redefined-outer-name
-    return vpc_emulator_factory(delay=0.3)
+    return vpc_emulator_factory(delay=DELAY)
 
 
 def test_subprocess_keeps_the_key_off_argv_and_refuses_to_start_without_one(emu, tmp_path):
@@ -101,15 +104,16 @@ def test_cross_region_snapshot_copy_by_crn(emu):
     snap = south.create_snapshot({"source_volume": {"id": vol["id"]}, "name": "orig"}).get_result()
     assert _error(europe.create_snapshot, {"source_snapshot": {"crn": snap["crn"]}, "name": "copy"})[0] == 409  # not stable yet
     _wait(lambda: south.get_snapshot(snap["id"]).get_result()["lifecycle_state"] == "stable")
+    asked = time.monotonic()
     copy = europe.create_snapshot({"source_snapshot": {"crn": snap["crn"]}, "name": "copy"}).get_result()
     assert copy["lifecycle_state"] == "pending" and copy["source_snapshot"]["crn"] == snap["crn"]
     assert copy["source_snapshot"]["remote"]["region"]["name"] == "us-south" and ":eu-de:" in copy["crn"]
     assert south.get_snapshot(snap["id"]).get_result()["copies"][0]["crn"] == copy["crn"]
     assert europe.list_snapshots(source_snapshot_id=snap["id"]).get_result()["total_count"] == 1
     assert europe.list_snapshots(source_snapshot_remote_region_name="us-south").get_result()["total_count"] == 1
-    time.sleep(0.4)  # past the in-region delay: a copy takes longer
-    assert europe.get_snapshot(copy["id"]).get_result()["lifecycle_state"] == "pending"
     _wait(lambda: europe.get_snapshot(copy["id"]).get_result()["lifecycle_state"] == "stable")
+    # A copy takes COPY_SLOWER times the in-region delay (a lower bound: a busy machine only makes it later).
+    assert time.monotonic() - asked >= DELAY * COPY_SLOWER
     with open(os.path.join(emu.data_path, copy["id"] + ".img"), "rb") as handle:
         assert handle.read(1200) == b"replicate-me" * 100
     europe.delete_snapshot(copy["id"])

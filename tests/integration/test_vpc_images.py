@@ -32,6 +32,22 @@ REGION = "eu-de"
 T1, T2, T3 = "2026-03-01T12:00:00Z", "2026-03-02T12:00:00Z", "2026-03-03T12:00:00Z"
 
 
+def _gone(client, image_id):
+    try:
+        client.get_image(image_id)
+    except ApiException as exc:
+        return exc.status_code == 404
+    return False
+
+
+def _settled(predicate, bound=30.0):
+    """Poll ``predicate`` until true (VPC deletes images asynchronously); a bound on a hang, not a timed assertion."""
+    deadline = time.monotonic() + bound
+    while not predicate():
+        assert time.monotonic() < deadline, "still not settled after %ss" % bound
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def emulator(s3_rclone, tmp_path_factory):
     base = tmp_path_factory.mktemp("vpc-images")
@@ -184,7 +200,7 @@ def test_image_answers_fit_the_sdk_models(lab, qcow2, tmp_path):
     assert client.update_image(done["id"], {"name": lab.server + "-z"}).get_result()["name"] == lab.server + "-z"
     assert client.delete_image(done["id"]).get_status_code() == 202
     assert client.get_image(done["id"]).get_result()["status"] == "deleting"
-    time.sleep(0.5)
+    _settled(lambda: _gone(client, done["id"]))
     assert code_of(client.get_image, done["id"]) == (404, "image_not_found")
 
 
@@ -248,9 +264,8 @@ def test_import_rotates_after_available_prunes_only_its_own_and_reruns_clean(lab
 
     third = target.import_image(keys[2], snapshot_time=T3, keep_last=2)
     assert third["pruned"] == [_naming.image_name(lab.server, T1)]
-    time.sleep(0.5)
-    left = sorted(n for n in images(lab.vpc) if n.startswith(lab.server))
-    assert left == sorted([lab.server + "-golden", lab.server + "-20200101", _naming.image_name(lab.server, T2), _naming.latest_name(lab.server)])
+    expected = sorted([lab.server + "-golden", lab.server + "-20200101", _naming.image_name(lab.server, T2), _naming.latest_name(lab.server)])
+    _settled(lambda: sorted(n for n in images(lab.vpc) if n.startswith(lab.server)) == expected)  # the pruned one is gone once deleted
     check = target.import_image(keys[2], snapshot_time=T3, keep_last=2, check_mode=True)
     assert check["changed"] is False and target.import_image(keys[2], snapshot_time=T3, keep_last=2)["changed"] is False
 
@@ -266,8 +281,8 @@ def _fails(lab, key, when, *wanted, **params):
     assert info.value.msg.startswith("Failed to import image") and API_KEY not in str(info.value.msg) + json.dumps(info.value.details, default=str)
     for text in wanted:
         assert text in info.value.msg
-    time.sleep(0.5)
-    assert {n: i["id"] for n, i in images(lab.vpc).items() if n.startswith(lab.server)} == before  # latest intact, no failed image left
+    # Latest intact, no failed image left (once VPC has finished deleting it).
+    _settled(lambda: {n: i["id"] for n, i in images(lab.vpc).items() if n.startswith(lab.server)} == before)
     return info.value.msg
 
 

@@ -21,6 +21,8 @@ from tests.harness import run_module
 
 SRC, DST, DST2 = "us-south", "eu-de", "eu-gb"
 CREATED = "created-by:vmimage.replication"
+SRC_KEY_CRN = ("crn:v1:bluemix:public:kms:us-south:a/0123456789abcdef0123456789abcdef:11112222-3333-4444-5555-666677778888:key:"
+               "0000aaaa-1111-2222-3333-444455556666")
 KEY_CRN = "crn:v1:bluemix:public:kms:eu-de:a/0123456789abcdef0123456789abcdef:11112222-3333-4444-5555-666677778888:key:aaaabbbb-cccc-dddd-eeee-ffff00001111"
 
 
@@ -37,8 +39,8 @@ class Bed:
             self.clients[region] = client
         return self.clients[region]
 
-    def volume(self, name, data=b"\x5a" * (1 << 20)):
-        vol = self.emu.seed_volume(SRC, name, capacity=10, zone=SRC + "-1")
+    def volume(self, name, data=b"\x5a" * (1 << 20), encryption_key=None):
+        vol = self.emu.seed_volume(SRC, name, capacity=10, zone=SRC + "-1", encryption_key=encryption_key)
         self.emu.write_volume(vol["id"], data)
         return vol["id"]
 
@@ -178,16 +180,20 @@ def test_a_failed_copy_fails_the_run_and_the_next_run_replaces_it(bed):
     assert [c["lifecycle_state"] for c in bed.copies(DST).values() if c["lifecycle_state"] != "deleting"] == ["stable"]
 
 
-def test_encryption_key(bed):
+def test_encryption_key_goes_with_the_copies_of_customer_key_snapshots_only(bed):
+    """VPC's rule: a copy takes encryption_key if and only if its source is user_managed (a customer root key)."""
     bed.snapshot(bed.volume("data"), "nightly-0")
     bad = run_module("snapshot_copy", bed.args(encryption_key="alias/dr"))
     assert bad.get("failed") and "encryption_key alias/dr is not the CRN of a Key Protect" in bad["msg"] and not bed.copies(DST)
+    bed.snapshot(bed.volume("secret", encryption_key=SRC_KEY_CRN), "nightly-1")
+    missing = run_module("snapshot_copy", bed.args())
+    assert missing.get("failed") and "nightly-1 are encrypted with a customer root key" in missing["msg"] and "set encryption_key" in missing["msg"]
+    assert "nightly-0" not in missing["msg"] and not bed.copies(DST)  # said before anything was copied
     result = run_module("snapshot_copy", bed.args(encryption_key=KEY_CRN))
-    assert result["changed"] is True and len(result["copied"]) == 1, result
-    copy = next(iter(bed.copies(DST).values()))
-    if "encryption_key" not in copy:
-        pytest.skip("emulator feature missing: a snapshot copy ignores encryption_key (the copy reports no encryption_key)")
-    assert copy["encryption_key"]["crn"] == KEY_CRN and copy["encryption"] == "user_managed"
+    assert result["changed"] is True and len(result["copied"]) == 2, result
+    by_origin = {s["name"].rsplit("-", 2)[0]: s for s in bed.copies(DST).values()}
+    assert by_origin["nightly-1"]["encryption"] == "user_managed" and by_origin["nightly-1"]["encryption_key"]["crn"] == KEY_CRN
+    assert by_origin["nightly-0"]["encryption"] == "provider_managed" and "encryption_key" not in by_origin["nightly-0"]
 
 
 def test_bad_input_is_a_clear_error_and_an_empty_selection_is_not(bed):

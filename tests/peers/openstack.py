@@ -12,6 +12,7 @@ command line. Each service runs in its own process group, killed by ``stop()``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import shutil
@@ -125,8 +126,10 @@ class OpenStackPeer:
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(15)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # reaped below with the rest of its group
+                    process.wait(15)
             self._reap_group(process.pid)
             del self.processes[name]
 

@@ -39,9 +39,12 @@ def free_port(host="127.0.0.1"):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             return sock.getsockname()[1]
+    if index >= _WORKER_SLICES:  # sharing a slice would break "no other worker is handed it"
+        raise RuntimeError("pytest-xdist worker gw%d: ports are sliced for %d workers at most; run with -n %d or fewer"
+                           % (index, _WORKER_SLICES, _WORKER_SLICES))
     low, high = _WORKER_PORTS
     size = (high - low) // _WORKER_SLICES
-    first = low + (index % _WORKER_SLICES) * size
+    first = low + index * size
     with _lock:
         # A random start (kept per process) so that two runs at once on this machine rarely meet; then onwards, so that
         # a port handed out is not handed out again before the whole slice has been.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -44,11 +45,12 @@ class PlaybookRun:
 
 
 def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900,
-                 cancel_callback=None):
+                 cancel_callback=None, keep_command=False):
     """Run ``playbook`` (a path) with ``inventory`` (a path or dict); secrets belong in ``envvars``.
 
     The run uses the venv's Python and this checkout's collection. Returns a
-    PlaybookRun with the status, every event and the whole stdout.
+    PlaybookRun with the status, every event and the whole stdout. ``keep_command`` keeps artifacts/<id>/command (which
+    holds the environment) for a test that removes it itself, as a management application does.
     """
     # Under tempfile's dir, which tests/conftest.py points at a pytest tmp dir for the whole run.
     private_dir = private_dir or tempfile.mkdtemp(prefix="runner-")
@@ -69,6 +71,18 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
         "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
     }
     env.update(envvars or {})
+    try:
+        return _run(private_dir, playbook, inventory, extravars, env, verbosity, cmdline, timeout, cancel_callback)
+    finally:
+        # ansible-runner records the environment (so the secrets of ``envvars``) in env/envvars and artifacts/<id>/command,
+        # by design; a management application removes them with the run (docs/ansible-runner.md). Every other file stays,
+        # so the tests that search the artifacts for a secret still see any leak.
+        shutil.rmtree(os.path.join(private_dir, "env"), ignore_errors=True)
+        for command in [] if keep_command else glob.glob(os.path.join(private_dir, "artifacts", "*", "command")):
+            os.unlink(command)
+
+
+def _run(private_dir, playbook, inventory, extravars, env, verbosity, cmdline, timeout, cancel_callback):
     result = ansible_runner.run(
         private_data_dir=private_dir,
         playbook=os.path.abspath(playbook),
@@ -84,6 +98,4 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
     )
     stdout = result.stdout.read() if result.stdout else ""
     events = list(result.events)
-    run = PlaybookRun(result.status, result.rc, events, stdout, result.config.artifact_dir, result.stats or {})
-    shutil.rmtree(os.path.join(private_dir, "env"), ignore_errors=True)
-    return run
+    return PlaybookRun(result.status, result.rc, events, stdout, result.config.artifact_dir, result.stats or {})

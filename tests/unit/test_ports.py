@@ -36,6 +36,12 @@ def test_workers_pick_from_disjoint_slices_below_the_ephemeral_range(as_worker):
     assert max(slice_of(ports._WORKER_SLICES - 1)) < 32768
 
 
+def test_a_worker_beyond_the_slices_is_refused_not_given_another_workers_ports(as_worker):
+    as_worker(ports._WORKER_SLICES)
+    with pytest.raises(RuntimeError, match="sliced for %d workers at most" % ports._WORKER_SLICES):
+        ports.free_port()
+
+
 def test_a_taken_port_is_skipped(as_worker):
     as_worker(2)
     first = slice_of(2)[0]

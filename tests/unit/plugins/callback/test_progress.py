@@ -82,11 +82,13 @@ def test_prints_lines_while_a_real_job_runs(tmp_path):
         timer = threading.Timer(120, proc.kill)  # a bound on a hang
         timer.start()
         output = []
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith("localhost | convert: "):
-                gate.touch()
-        timer.cancel()
+        try:
+            for line in proc.stdout:
+                output.append(line)
+                if line.startswith("localhost | convert: "):
+                    gate.touch()
+        finally:
+            timer.cancel()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(output), "")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("localhost | convert: ")]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from ansible.errors import AnsibleLookupError
@@ -21,17 +22,22 @@ def test_it_changes_once_the_parent_is_gone():
     """A worker's view when ansible-playbook is killed: a grandchild reports its parent, then (orphaned) another pid."""
     read, write = os.pipe()
     parent = os.fork()
-    if parent == 0:  # the "controller": forks the "worker" and dies
-        worker = os.fork()
-        if worker == 0:
-            before = LookupModule().run([])[0]
-            os.kill(os.getppid(), 9)
-            while LookupModule().run([])[0] == before:
-                pass
-            os.write(write, b"%d %d" % (before, LookupModule().run([])[0]))
+    if parent == 0:  # the "controller": forks the "worker" and dies; neither may ever return into pytest
+        try:
+            worker = os.fork()
+            if worker == 0:
+                try:
+                    before = LookupModule().run([])[0]
+                    os.kill(os.getppid(), 9)
+                    deadline = time.monotonic() + 30
+                    while LookupModule().run([])[0] == before and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    os.write(write, b"%d %d" % (before, LookupModule().run([])[0]))
+                finally:
+                    os._exit(0)
+            os.waitpid(worker, 0)  # killed before the worker is done
+        finally:
             os._exit(0)
-        os.waitpid(worker, 0)  # killed before the worker is done
-        os._exit(0)
     os.close(write)
     with os.fdopen(read) as handle:
         before, after = (int(v) for v in handle.read().split())

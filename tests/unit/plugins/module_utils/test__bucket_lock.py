@@ -220,3 +220,18 @@ def test_beat_due_follows_the_stamp(tmp_path):
     _bucket_lock.stamp_beat(stamp)
     assert not _bucket_lock.beat_due(stamp, 60)
     assert _bucket_lock.beat_due(stamp, 60, clock=lambda: time.time() + 61)
+
+
+def test_a_claim_older_than_half_the_stale_age_is_lost_not_refreshed():
+    """Read-then-write cannot be atomic without conditional writes: a claim a taker may be removing is never written back."""
+    s3 = FakeS3(False)
+    assert _bucket_lock.acquire(s3, "b", KEY, record("tok-a"), 900, 0, _bucket_lock.CLAIMS)[0]
+    s3.now += 449
+    assert _bucket_lock.heartbeat(s3, "b", KEY, "tok-a", _bucket_lock.CLAIMS, stale_after=900)  # a slow beat is still one
+    s3.now += 451
+    claims_before = dict(s3.objects)
+    assert not _bucket_lock.heartbeat(s3, "b", KEY, "tok-a", _bucket_lock.CLAIMS, stale_after=900)
+    assert s3.objects == claims_before  # nothing written: the claim ages on, and a taker removes it at 900 s
+    s3.now += 450
+    changed, holder = _bucket_lock.acquire(s3, "b", KEY, record("tok-b"), 900, 0, _bucket_lock.CLAIMS)
+    assert changed and holder["token"] == "tok-b"

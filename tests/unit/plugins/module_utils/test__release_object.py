@@ -67,3 +67,19 @@ def test_the_bucket_catalog_refuses_before_anything_is_imported():
     with pytest.raises(ReplicationError, match="would delete the image itself"):
         _providers.check_release(_bucket_catalog.Target(PARAMS), KEY)
     _providers.check_release(Library(PARAMS), KEY)  # a library with its own copy may
+
+
+class _Undeletable:
+    def head_object(self, Bucket, Key):  # noqa: N803
+        return {"ContentLength": 1, "Metadata": {}}
+
+    def delete_object(self, Bucket, Key):  # noqa: N803
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "DeleteObject")
+
+
+def test_an_unverified_object_that_cannot_be_deleted_is_named_for_the_hand():
+    from ansible_collections.vmimage.replication.plugins.module_utils import _image_upload  # pylint: disable=import-outside-toplevel
+
+    left = _image_upload._delete_unverified(_Undeletable(), "dr", KEY)  # pylint: disable=protected-access
+    assert "AccessDenied" in left and "delete s3://dr/%s by hand" % KEY in left
+    assert _image_upload._delete_unverified(Bucket([KEY]), "dr", KEY) is None  # pylint: disable=protected-access

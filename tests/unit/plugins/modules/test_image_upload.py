@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 
 import pytest
+import requests
 
 from tests.conftest import SECRET_ACCESS_KEY
 from tests.harness import final_result, spawn_module
@@ -182,6 +184,30 @@ def test_a_stored_object_that_fails_qemu_img_check_is_deleted(s3_server, bucket,
     assert s3_server.access_key_id not in argv and SECRET_ACCESS_KEY not in argv and "Signature" not in argv and s3_server.endpoint not in argv
     assert "127.0.0.1" not in failed["msg"] and SECRET_ACCESS_KEY not in json.dumps(failed)
     assert _cos.head(s3_server.client(), bucket, key) is None and pending(s3_server, bucket, key) == []
+
+
+def test_the_relay_serves_only_qemu_img_whose_password_is_in_a_private_file(s3_server, bucket, module_runner, tmp_path, work_dir, monkeypatch):
+    """Another local user can read qemu-img's argv and reach loopback: the relay still refuses them (no password in argv)."""
+    key = "images/web05/web05-relay.qcow2"
+    seen = {}
+    real_verify = _qemu.verify_output
+
+    def spy(name, fmt, src, src_format, mode, objects=()):
+        url = json.loads(name[len("json:"):])["file"]["url"]
+        secret_file = objects[1].split("file=", 1)[1]
+        with open(secret_file, encoding="ascii") as handle:
+            password = handle.read()
+        seen.update(secret_file=secret_file, mode=stat.S_IMODE(os.stat(secret_file).st_mode), password_in_argv=password in name + " ".join(objects),
+                    anonymous=requests.get(url, timeout=10).status_code,
+                    wrong=requests.get(url, auth=(_qemu.RELAY_USER, password + "x"), timeout=10).status_code,
+                    right=requests.head(url, auth=(_qemu.RELAY_USER, password), timeout=10).status_code)
+        return real_verify(name, fmt, src, src_format, mode, objects)
+    monkeypatch.setattr(_qemu, "verify_output", spy)
+    done = module_runner("image_upload", args(s3_server, bucket, key, disk(tmp_path, noisy_mib=6), work_dir, part_size_mb=5))
+    assert not done.get("failed") and done["verified"] == "check", done
+    assert seen["anonymous"] == 401 and seen["wrong"] == 401 and seen["right"] == 200, seen
+    assert seen["mode"] == 0o600 and not seen["password_in_argv"]
+    assert not os.path.exists(seen["secret_file"]) and not os.path.exists(os.path.dirname(seen["secret_file"]))
 
 
 def _break_header(client, bucket, key):
