@@ -269,7 +269,8 @@ def test_runner_records_its_environment(tmp_path):
     playbook.write_text("- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
     canary = "canary-%s" % os.getpid()
     (tmp_path / "pd").mkdir()
-    run = run_playbook(str(playbook), {"all": {"hosts": {}}}, envvars={"VMIMAGE_CANARY": canary}, private_dir=str(tmp_path / "pd"))
+    run = run_playbook(str(playbook), {"all": {"hosts": {}}}, envvars={"VMIMAGE_CANARY": canary}, private_dir=str(tmp_path / "pd"),
+                       keep_command=True)
     assert run.status == "successful", run.stdout
     assert any(canary in text for text in read_tree(run.artifact_dir).values())
 
