@@ -244,8 +244,10 @@ class Catalog:
                     obj = _cos.head(self.client, self.bucket, item["Key"])
                     if obj and obj["metadata"].get("created-by") == _naming.CREATED_BY:
                         meta = obj["metadata"]
+                        # The listing's time, as cos_object_prune ages objects (a server may answer HEAD otherwise).
+                        listed = _cos.utc_text(item.get("LastModified")) or obj["last_modified"]
                         found.append({"key": item["Key"], "size": obj["size"], "sha256": meta.get("sha256"),
-                                      "snapshot_time": meta.get("snapshot-time"), "last_modified": obj["last_modified"]})
+                                      "snapshot_time": meta.get("snapshot-time"), "last_modified": listed})
                 if not page.get("IsTruncated"):
                     break
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]

@@ -58,7 +58,9 @@ def stage_progress(run, host, stage):
 STAGES = {"stream": ("stream",), "staged": ("convert", "upload")}
 
 
-@pytest.mark.parametrize("data_path", sorted(STAGES))
+# Each data path end to end on one S3 server, each server once: what differs between the servers (multipart, listing,
+# conditional writes) is tested on both by the upload, resume, lock and cancel tests; both runs cost a playbook each.
+@pytest.mark.parametrize("s3_server, data_path", [("seaweedfs", "stream"), ("rclone", "staged")], indirect=["s3_server"])
 def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, data_path):
     # Short polls, one conversion coroutine or thread with Python's zlib, and small parts, so that the stages
     # last several polls and report progress while they run (each poll returns at once when its stage ends).
@@ -132,19 +134,22 @@ def test_replicate_two_servers(tmp_path, s3_server, disk_templates, big_disk, da
     assert site.leftovers() == {}
 
 
+@pytest.mark.parametrize("s3_server", ["seaweedfs"], indirect=True)
 def test_rotation_and_retention(tmp_path, s3_server, disk_templates, module_runner):
+    # Three turns with keep_last=2: the second rotates without pruning, the third rotates and prunes the first.
     site = make_site(tmp_path, s3_server, disk_templates[1:], ["app01"], keep_last=2)
     disk = site.disks["app01"]
     names = []
-    for turn in range(4):
+    for turn in range(3):
         if turn:
             change_disk(disk)
+        if turn == 2:
             # Check mode says what the import would rotate and prune, and changes nothing.
             objects = site.objects()
             check = summary(site.run(check=True))["app01"]
             assert check["status"] == "would-replicate" and check["latest"] == check["image"] != names[-1], check
             assert check["previous_latest"] == names[-1]
-            assert check["pruned"] == (names[-2:-1] if turn >= 2 else [])
+            assert check["pruned"] == names[:1]
             assert site.objects() == objects
         run = site.run()
         assert run.status == "successful", run.stdout
@@ -153,16 +158,16 @@ def test_rotation_and_retention(tmp_path, s3_server, disk_templates, module_runn
         if turn:
             # The previous latest keeps its snapshot-time name; only images past keep_last=2 go.
             assert result["previous_latest"] == names[-1]
-            assert result["pruned"] == (names[-2:-1] if turn >= 2 else [])
+            assert result["pruned"] == (names[:1] if turn == 2 else [])
         names.append(result["image"])
         assert site.leftovers() == {}
-    assert len(set(names)) == 4
+    assert len(set(names)) == 3
     library = module_runner("image_info", dict(cos=s3_server.cos(), bucket=site.bucket, prefix="images/", server="app01"))
     assert not library.get("failed"), library
     assert [image["name"] for image in library["images"]] == names[-2:]
     assert library["latest"]["name"] == names[-1]
     keys = site.objects()
-    assert not [key for key in keys if any(old in key for old in names[:2])], keys
+    assert not [key for key in keys if names[0] in key], keys
 
 
 def test_broken_server_fails_alone(tmp_path, s3_rclone, disk_templates):
