@@ -15,9 +15,7 @@ import os
 import re
 from urllib.parse import parse_qs, urlparse
 
-from ansible.module_utils.basic import env_fallback
-
-from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _wait
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _provider_options, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, MissingDependency, ReplicationError, WaitTimeout
 
 try:
@@ -30,26 +28,11 @@ except ImportError as exc:  # pragma: no cover - reported as MissingDependency w
     ApiException = type("ApiException", (Exception,), {})
     IAMAuthenticator = VpcV1 = None
 
-DEFAULT_IAM_URL = "https://iam.cloud.ibm.com"
+DEFAULT_IAM_URL = _provider_options.DEFAULT_IAM_URL
 REGION_URL = "https://%s.iaas.cloud.ibm.com/v1"
 GIB = 1024 ** 3
 
-# The options of provider / target ibm_vpc (doc fragment vmimage.replication.ibm_vpc), one dict so they clash with no other cloud's.
-OPTIONS = dict(
-    ibm_vpc=dict(type="dict", options=dict(
-        api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["IC_API_KEY", "IBMCLOUD_API_KEY"])),
-        region=dict(type="str"),
-        endpoint=dict(type="str"),
-        iam_url=dict(type="str", default=DEFAULT_IAM_URL),
-        validate_certs=dict(type="bool", default=True),
-        max_retries=dict(type="int", default=4),
-        retry_interval=dict(type="float", default=30.0),
-        by_id_dir=dict(type="path", default="/dev/disk/by-id"),
-        volume_profile=dict(type="str", default="general-purpose"),
-        operating_system=dict(type="str"),
-        cos_region=dict(type="str"),
-    )),
-)
+OPTIONS = _provider_options.IBM_VPC
 DEFAULTS = {k: v.get("default") for k, v in OPTIONS["ibm_vpc"]["options"].items()}
 
 

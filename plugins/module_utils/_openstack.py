@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming, _providers, _wait
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming, _provider_options, _providers, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, ReplicationError, WaitTimeout
 
 try:
@@ -27,23 +27,7 @@ except ImportError as exc:  # reported by the module that needs it
     openstack = os_exceptions = ks_exceptions = None
     IMPORT_ERROR = exc
 
-OPTIONS = dict(
-    openstack=dict(type="dict", options=dict(
-        cloud=dict(type="str"),
-        auth=dict(type="dict", no_log=True),
-        auth_type=dict(type="str"),
-        region_name=dict(type="str"),
-        interface=dict(type="str", choices=["public", "internal", "admin"], default="public", aliases=["endpoint_type"]),
-        validate_certs=dict(type="bool", aliases=["verify"]),
-        ca_cert=dict(type="path", aliases=["cacert"]),
-        wait=dict(type="bool", default=True),
-        timeout=dict(type="int", default=1800),
-        min_disk=dict(type="int"),
-        min_ram=dict(type="int"),
-        properties=dict(type="dict"),
-        visibility=dict(type="str", choices=["private", "shared", "community", "public"], default="private"),
-    )),
-)
+OPTIONS = _provider_options.OPENSTACK
 PROPERTY_PREFIX = "vmimage_"
 EXTRA_FIELDS = ("glance_name", "os_hash_algo", "os_hash_value")
 CHUNK = 1024 * 1024

@@ -16,38 +16,14 @@ from __future__ import annotations
 import re
 import time
 
-from ansible.module_utils.basic import env_fallback
-
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _errors, _naming, _providers, _wait
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _errors, _naming, _provider_options, _providers, _wait
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, ReplicationError, WaitTimeout
 from ansible_collections.vmimage.replication.plugins.module_utils._files import write_json
 from ansible_collections.vmimage.replication.plugins.module_utils._powervs_client import (
     DEFAULT_IAM_URL, DEFAULT_URL, ApiException, PowerVSClient, explain,
 )
 
-STORAGE_TYPES = ["tier0", "tier1", "tier3", "tier5k"]
-OS_TYPES = ["aix", "ibmi", "rhel", "sles"]
-
-# The options of this target (doc fragment vmimage.replication.catalog, option powervs).
-OPTIONS = dict(
-    powervs=dict(type="dict", options=dict(
-        workspace_id=dict(type="str", required=True),
-        crn=dict(type="str", required=True),
-        region=dict(type="str"),
-        url=dict(type="str"),
-        api_key=dict(type="str", no_log=True, fallback=(env_fallback, ["IBMCLOUD_API_KEY", "IC_API_KEY"])),
-        iam_url=dict(type="str", default=DEFAULT_IAM_URL),
-        storage_type=dict(type="str", choices=STORAGE_TYPES),
-        storage_pool=dict(type="str"),
-        affinity_policy=dict(type="str", choices=["affinity", "anti-affinity"]),
-        affinity_volume=dict(type="str"),
-        os_type=dict(type="str", choices=OS_TYPES),
-        bucket_access=dict(type="str", choices=["private", "public"], default="private"),
-        validate_certs=dict(type="bool", default=True),
-        max_retries=dict(type="int", default=4),
-        retry_interval=dict(type="float", default=30.0),
-    )),
-)
+OPTIONS = _provider_options.POWERVS
 EXTRA_FIELDS = ("storage_type", "created")  # what a PowerVS image record adds to _catalog.TARGET_IMAGE_FIELDS
 
 

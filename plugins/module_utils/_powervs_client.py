@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.vmimage.replication.plugins.module_utils import _provider_options
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
 
 try:
@@ -25,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - reported by the modules through
     BaseService = object
 
 DEFAULT_URL = "https://%s.power-iaas.cloud.ibm.com"
-DEFAULT_IAM_URL = "https://iam.cloud.ibm.com"
+DEFAULT_IAM_URL = _provider_options.DEFAULT_IAM_URL
 
 
 def explain(exc):

@@ -13,7 +13,9 @@ Modules validate their options, pick the adapter by name with ``source()`` /
 Every adapter:
 - takes its options from the module's params: the shared ones (``provider`` /
   ``target``, ``server``, wait options) and its own group, declared in
-  ``OPTIONS`` of its module and merged by ``argument_spec()`` below;
+  ``_provider_options.py`` when the adapter imports a cloud SDK (so a module loads
+  only the SDK it uses), else in ``OPTIONS`` of its module, and merged by
+  ``provider_options()`` below;
 - marks what it makes with the collection's state (``_naming.CREATED_BY``, the
   source server, the snapshot time, the image's sha256) as tags or metadata, and
   never deletes what does not carry that mark;
@@ -23,7 +25,7 @@ Every adapter:
   the role read every provider the same way.
 
 A new provider is a new module ``_<provider>.py`` with a ``Source`` and/or
-``Target`` subclass and ``OPTIONS``, registered in ``SOURCES`` / ``TARGETS`` and named
+``Target`` subclass, its option group in ``_provider_options.py`` (``BY_PROVIDER``), registered in ``SOURCES`` / ``TARGETS`` and named
 in ``_bundle()``; its options documented in the doc fragments ``provider`` (source
 modules) and ``catalog`` (target modules) and added to the ``provider`` / ``target``
 choices there; and its peer in tests/unit/providers/conftest.py (``PEERS`` /
@@ -36,7 +38,7 @@ from __future__ import annotations
 import copy
 import importlib
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+from ansible_collections.vmimage.replication.plugins.module_utils import _provider_options
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 # provider name -> module under plugins/module_utils that holds its adapter.
@@ -74,11 +76,13 @@ def provider_options(names):
     """Union of the ``OPTIONS`` of the adapters ``names`` (each option declared once, no_log kept); adapters not installed are skipped."""
     spec = {}
     for name in names:
-        try:
-            module = _adapter_module(name, dict(SOURCES, **TARGETS), "provider")
-        except ValueError:
-            continue
-        for key, value in getattr(module, "OPTIONS", {}).items():
+        options = _provider_options.BY_PROVIDER.get(name)
+        if options is None:
+            try:
+                options = getattr(_adapter_module(name, dict(SOURCES, **TARGETS), "provider"), "OPTIONS", {})
+            except ValueError:
+                continue
+        for key, value in options.items():
             spec.setdefault(key, copy.deepcopy(value))
     return spec
 
@@ -186,6 +190,9 @@ def release_object(adapter, key, check_mode=False):
 
     ``deleted`` says whether an object was (in check mode: would be) deleted. A failed delete does not undo the import:
     it comes back as a warning that names the object."""
+    # Imported here: the source modules import this seam too, and need no S3 library.
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos  # pylint: disable=import-outside-toplevel
+
     check_release(adapter, key)
     p = adapter.params
     try:
