@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.vmimage.replication.plugins.module_utils import _sealed
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 
 def unseal(blob, key):
     """The credentials sealed in ``blob`` with ``key`` (AES-256-GCM); a changed, cut or foreign blob fails."""
+    # Imported when called, not by every task that resolves some filter of the collection (see retention.py).
+    from ansible_collections.vmimage.replication.plugins.module_utils import _sealed  # pylint: disable=import-outside-toplevel
+
     try:
         return _sealed.unseal(blob, key)
     except ReplicationError as exc:

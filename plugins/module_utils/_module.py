@@ -14,7 +14,7 @@ import copy
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
-from ansible_collections.vmimage.replication.plugins.module_utils import _providers, _sealed
+from ansible_collections.vmimage.replication.plugins.module_utils import _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
 
 COS_OPTIONS = dict(
@@ -95,6 +95,9 @@ class ReplicationModule:
         cos = self.ansible.params.get("cos")
         if not cos or not cos.get("sealed"):
             return
+        # Imported only for sealed credentials: the cipher library is not a cost of every module call.
+        from ansible_collections.vmimage.replication.plugins.module_utils import _sealed  # pylint: disable=import-outside-toplevel
+
         try:
             opened = _sealed.open_cos(cos)
         except ReplicationError as exc:  # a changed, cut or foreign blob, or no pycryptodome
