@@ -21,6 +21,11 @@ class ReplicationError(Exception):
         self.msg = msg
         self.details = details
 
+    def extend_msg(self, note, joiner="; "):
+        """Append ``note`` (say, what a cleanup after this failure could not do) to the message, keeping the error itself."""
+        self.msg = "%s%s%s" % (self.msg, joiner, note)
+        self.args = (self.msg,)
+
 
 class MissingDependency(ReplicationError):
     """A program or Python library the module needs is not installed."""

@@ -82,8 +82,7 @@ class Source(Base, _providers.Source):
             try:
                 self._drop_snapshot(snap, "snapshot volume %s" % volume)  # a failed or stuck snapshot of this run is not left behind
             except ReplicationError as cleanup:  # the wait's failure stays the one reported; what is left is named too
-                failure.msg = "%s; %s" % (failure.msg, cleanup.msg)
-                failure.args = (failure.msg,)
+                failure.extend_msg(cleanup.msg)
             raise
 
     def _drop_snapshot(self, snap, action, region=None):

@@ -218,8 +218,7 @@ def _attempt(client, params, fd, layout, chunks, part_size, compress, metadata, 
         if (created or upload.completed) and not done:
             left = _delete_unverified(client, bucket, key)
             if left and failure is not None:
-                failure.msg = "%s; but %s" % (failure.msg, left)
-                failure.args = (failure.msg,)
+                failure.extend_msg(left, "; but ")
         if progress is not None and not done and not retry:
             progress.finish("failed")
     if progress is not None:

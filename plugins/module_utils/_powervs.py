@@ -200,26 +200,35 @@ class Target(_providers.Target):
         job_id = getattr(self, "_job_id", None)
         deadline = time.monotonic() + float(self.params.get("wait_timeout") or 21600)
         pause = float(self.params.get("wait_sleep") or 30.0)
+        transient = (ApiException, ReplicationError, OSError)
         if job_id and self.params.get("progress_file"):  # what a reader of the progress sees: the run is over, its job is not
             write_json(self.params["progress_file"], {"stage": "import", "state": "cancelled", "job_id": job_id, "image": image["name"],
                                                       "message": "cancelled: following the import job to its end to delete its image",
                                                       "updated": time.time()}, durable=False)
-        while job_id and time.monotonic() < deadline:
+
+        def job_over():
             try:
                 state = ((self.client.job(job_id) or {}).get("status") or {}).get("state")
-            except (ApiException, ReplicationError, OSError):
+            except transient:
                 state = None
-            if state in ("completed", "failed"):
-                break
-            time.sleep(pause)
-        while True:
+            return state in ("completed", "failed"), state
+
+        def image_deleted():
             try:
                 self._delete([e for e in self._entries() if e["name"] == image["name"]], strict=True)
-                return
-            except (ApiException, ReplicationError, OSError):
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(pause)
+            except transient as exc:
+                return False, exc
+            return True, None
+
+        if job_id:
+            try:
+                _wait.wait_until(job_over, deadline - time.monotonic(), pause, what="import job %s" % job_id)
+            except WaitTimeout:
+                pass  # past the deadline: delete what is there now, once
+        try:
+            _wait.wait_until(image_deleted, max(0.0, deadline - time.monotonic()), pause, what="image %s" % image["name"])
+        except WaitTimeout as exc:
+            raise exc.last_state from None
 
     def _import(self, key, image):
         reference = self._call("start the import of image %s" % image["name"], self.client.import_cos, self._body(key, image))
