@@ -200,7 +200,6 @@ class Target(_providers.Target):
         job_id = getattr(self, "_job_id", None)
         deadline = time.monotonic() + float(self.params.get("wait_timeout") or 21600)
         pause = float(self.params.get("wait_sleep") or 30.0)
-        transient = (ApiException, ReplicationError, OSError)
         if job_id and self.params.get("progress_file"):  # what a reader of the progress sees: the run is over, its job is not
             write_json(self.params["progress_file"], {"stage": "import", "state": "cancelled", "job_id": job_id, "image": image["name"],
                                                       "message": "cancelled: following the import job to its end to delete its image",
@@ -209,14 +208,14 @@ class Target(_providers.Target):
         def job_over():
             try:
                 state = ((self.client.job(job_id) or {}).get("status") or {}).get("state")
-            except transient:
+            except (ApiException, ReplicationError, OSError):  # transient: nobody reads this follower's errors
                 state = None
             return state in ("completed", "failed"), state
 
         def image_deleted():
             try:
                 self._delete([e for e in self._entries() if e["name"] == image["name"]], strict=True)
-            except transient as exc:
+            except (ApiException, ReplicationError, OSError) as exc:
                 return False, exc
             return True, None
 

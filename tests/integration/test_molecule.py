@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from tests.integration.replication import build_disk, make_site
 from tests.peers.runner import COLLECTIONS, ROOT
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -30,11 +31,30 @@ def test_molecule_scenario(scenario, sshd_factory, tmp_path):
     address, group, host_vars = SCENARIOS[scenario]
     host = sshd_factory(address)
     base = str(tmp_path / "host")
+    molecule_test(scenario, {group: {"hosts": {"%s1" % group: dict(host.inventory_vars(), **host_vars(base))}}}, tmp_path)
+
+
+def test_molecule_replicate_server(s3_rclone, tmp_path):
+    """The role with the local provider into a real S3 bucket: converge replicates, the second converge changes nothing."""
+    site = make_site(tmp_path, s3_rclone, [build_disk(str(tmp_path / "disk.img"), size="32M", fill=0.4)], ["web01"])
+    site.write_cos_file()
+    inventory = site.inventory()
+    inventory["servers"]["hosts"]["web01"]["ansible_connection"] = "local"
+    try:
+        output = molecule_test("replicate_server", inventory, tmp_path, ANSIBLE_ASYNC_DIR=site.async_dir)
+    finally:
+        os.unlink(site.cos_file)
+    assert s3_rclone.secret_access_key not in output
+    assert len(site.catalog("web01")["images"]) == 1 and site.leftovers() == {}
+
+
+def molecule_test(scenario, groups, tmp_path, **extra_env):
+    """``molecule test -s scenario`` over an inventory of ``groups``; its output (asserted to have converged, been idempotent, verified)."""
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {group: {"hosts": {"%s1" % group: dict(host.inventory_vars(), **host_vars(base))}}}}}))
+    inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
     env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""), ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
                VMIMAGE_MOLECULE_INVENTORY=str(inventory), XDG_CACHE_HOME=str(tmp_path / "cache"), ANSIBLE_HOME=str(tmp_path / "ansible"),
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), NO_COLOR="1", ANSIBLE_NOCOLOR="1")
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), NO_COLOR="1", ANSIBLE_NOCOLOR="1", **extra_env)
     done = subprocess.run([os.path.join(VENV_BIN, "molecule"), "test", "-s", scenario], cwd=os.path.join(ROOT, "extensions"), env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     output = done.stdout + done.stderr
@@ -43,3 +63,4 @@ def test_molecule_scenario(scenario, sshd_factory, tmp_path):
         with open(os.environ["VMI_MOLECULE_LOG"], "a", encoding="utf-8") as handle:
             handle.write(output)
     assert "idempotence" in output.lower() and "verify" in output.lower()
+    return output
