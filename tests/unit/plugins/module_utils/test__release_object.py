@@ -5,9 +5,17 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import io
+import json
+import sys
+import types
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_catalog, _cos, _providers
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_catalog, _cos, _module, _providers
+from ansible_collections.vmimage.replication.plugins.modules import image_import
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 ClientError = _cos.ClientError  # ibm-cos-sdk's, which _cos catches
@@ -83,3 +91,39 @@ def test_an_unverified_object_that_cannot_be_deleted_is_named_for_the_hand():
     left = _image_upload._delete_unverified(_Undeletable(), "dr", KEY)  # pylint: disable=protected-access
     assert "AccessDenied" in left and "delete s3://dr/%s by hand" % KEY in left
     assert _image_upload._delete_unverified(Bucket([KEY]), "dr", KEY) is None  # pylint: disable=protected-access
+
+
+def _image_import_with_a_library(monkeypatch, args):
+    """Run the image_import module in this process against ``Library`` registered as target ``a_library``."""
+    class Imported(Library):
+        def import_image(self, key, **_kwargs):
+            image = {"name": "web01-20261129-070000", "key": key}
+            return dict(changed=True, image=image, latest=image, previous_latest=None, pruned=[], orphaned=[], images=[image])
+
+    adapter = types.ModuleType("_a_library")
+    adapter.Target = Imported
+    monkeypatch.setitem(sys.modules, "%s._a_library" % _providers._PACKAGE, adapter)  # pylint: disable=protected-access
+    monkeypatch.setitem(_providers.TARGETS, "a_library", "_a_library")
+    catalog = dict(_module.CATALOG_SPEC, target=dict(type="str", choices=sorted(_providers.TARGETS), default="bucket_catalog"))
+    monkeypatch.setitem(_module._GROUPS, "catalog", catalog)  # pylint: disable=protected-access
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out):
+        with pytest.raises(SystemExit):
+            image_import.main()
+    return json.loads(out.getvalue())
+
+
+def test_through_the_module_a_denied_delete_is_a_warning_and_the_import_stands(bucket, monkeypatch):
+    bucket["bucket"] = Bucket([KEY], deny=True)
+    args = dict(PARAMS, cos=dict(PARAMS["cos"], access_key_id="AKID"), target="a_library", key=KEY, keep_object=False)
+    result = _image_import_with_a_library(monkeypatch, args)
+    assert not result.get("failed"), result
+    assert result["changed"] and result["object_deleted"] is False and result["image"]["key"] == KEY
+    warnings = json.dumps(result.get("warnings", []))  # ansible-core 2.19 returns structured warnings: read their text
+    assert KEY in warnings and "the image is imported, delete the object by hand" in warnings, result
+    assert "s3cr3t" not in str(result)
+    assert KEY in bucket["bucket"].objects
+
+    bucket["bucket"] = Bucket([KEY])
+    result = _image_import_with_a_library(monkeypatch, args)
+    assert result["object_deleted"] is True and KEY not in bucket["bucket"].objects
