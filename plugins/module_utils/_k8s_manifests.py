@@ -1,8 +1,9 @@
 # Copyright: vmimage.replication contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 # SPDX-License-Identifier: Apache-2.0
-"""The Kubernetes objects of a restored EBS volume: a PersistentVolume for the EBS CSI driver (``ebs.csi.aws.com``, not the
-deprecated in-tree ``awsElasticBlockStore``), pre-bound to a proposed PersistentVolumeClaim. Pure: nothing here talks to a
+"""The Kubernetes objects of a restored volume: a PersistentVolume for the cloud's CSI driver (EBS: ``ebs.csi.aws.com``, not the
+deprecated in-tree ``awsElasticBlockStore``; IBM VPC: ``vpc.block.csi.ibm.io``, with the volume attributes and the zone and region
+node terms of IBM's static-provisioning example), pre-bound to a proposed PersistentVolumeClaim. Pure: nothing here talks to a
 cluster. No region, label or storage class is assumed: what is not given is left out (``storageClassName: ""`` binds
 statically, so no default class provisions a new volume instead).
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import re
 
 CSI_DRIVER = "ebs.csi.aws.com"
+IBM_VPC_CSI_DRIVER = "vpc.block.csi.ibm.io"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -25,13 +28,21 @@ def check_name(value, what):
 
 
 def persistent_volume(name, volume_id, size_gib, zone, claim_name, claim_namespace, storage_class="", fs_type="ext4",
-                      access_modes=("ReadWriteOnce",), reclaim_policy="Retain", labels=None, annotations=None, zone_label=ZONE_LABEL):
-    """A PersistentVolume over EBS volume ``volume_id`` in ``zone``, reserved (claimRef) for ``claim_namespace/claim_name``."""
+                      access_modes=("ReadWriteOnce",), reclaim_policy="Retain", labels=None, annotations=None, zone_label=ZONE_LABEL,
+                      driver=CSI_DRIVER, volume_attributes=None, region=None, region_label=REGION_LABEL):
+    """A PersistentVolume over volume ``volume_id`` in ``zone`` (and ``region``, when given: a second node term), reserved
+    (claimRef) for ``claim_namespace/claim_name``, served by CSI ``driver`` with ``volume_attributes``."""
     metadata = dict(name=check_name(name, "persistent volume name"))
     if labels:
         metadata["labels"] = dict(labels)
     if annotations:
         metadata["annotations"] = dict(annotations)
+    csi = dict(driver=driver, volumeHandle=volume_id, fsType=fs_type)
+    if volume_attributes:
+        csi["volumeAttributes"] = {key: str(value) for key, value in volume_attributes.items()}
+    terms = [dict(key=zone_label, operator="In", values=[zone])]
+    if region:
+        terms.append(dict(key=region_label, operator="In", values=[region]))
     return dict(
         apiVersion="v1", kind="PersistentVolume", metadata=metadata,
         spec=dict(
@@ -40,10 +51,9 @@ def persistent_volume(name, volume_id, size_gib, zone, claim_name, claim_namespa
             persistentVolumeReclaimPolicy=reclaim_policy,
             storageClassName=storage_class or "",
             volumeMode="Filesystem",
-            csi=dict(driver=CSI_DRIVER, volumeHandle=volume_id, fsType=fs_type),
+            csi=csi,
             claimRef=dict(namespace=check_name(claim_namespace, "claim namespace"), name=check_name(claim_name, "claim name")),
-            nodeAffinity=dict(required=dict(nodeSelectorTerms=[
-                dict(matchExpressions=[dict(key=zone_label, operator="In", values=[zone])])]))
+            nodeAffinity=dict(required=dict(nodeSelectorTerms=[dict(matchExpressions=terms)]))
         ),
     )
 

@@ -29,7 +29,10 @@ options:
         M(vmimage.replication.snapshot_copy_info)), O(region) (else O(ibm_vpc.region)) and O(availability_zone) say where the new
         volume goes (a VPC zone such as V(eu-de-2)), a snapshot of another region is copied back first, O(volume_type) is a VPC
         volume profile (default the original's, else O(ibm_vpc.volume_profile)) and O(encryption_key) a root key CRN.
-      - With V(ibm_vpc) no Kubernetes objects are proposed (RV(persistent_volume) is null); O(iops) and O(kms_key_id) are AWS only.
+      - With V(ibm_vpc), a VPC snapshot records no claim, so the Kubernetes objects are proposed only when O(pvc_name) and
+        O(pvc_namespace) are given (else RV(persistent_volume) is null): a PersistentVolume for the IBM VPC Block CSI driver
+        (C(vpc.block.csi.ibm.io), volume attributes C(volumeId), C(zone), C(region); node terms on the zone and on
+        C(topology.kubernetes.io/region)). O(iops) and O(kms_key_id) are AWS only.
     type: str
     choices: [aws, ibm_vpc]
     default: aws
@@ -63,7 +66,9 @@ options:
     description: Name of the PersistentVolume; by default C(restored-<volume id>).
     type: str
   pvc_name:
-    description: Name of the proposed claim; by default the one the original volume was made for (its C(kubernetes.io/created-for/pvc/name) tag).
+    description:
+      - Name of the proposed claim; by default the one the original volume was made for (its C(kubernetes.io/created-for/pvc/name) tag).
+      - With O(provider=ibm_vpc), required (with O(pvc_namespace)) for the Kubernetes objects to be proposed.
     type: str
   pvc_namespace:
     description: Namespace of the proposed claim; by default the original's (tag C(kubernetes.io/created-for/pvc/namespace)).
@@ -173,7 +178,9 @@ size_gib:
   type: int
   sample: 8
 persistent_volume:
-  description: The PersistentVolume (CSI C(ebs.csi.aws.com)) over the volume, reserved for the claim; null in check mode before the volume exists.
+  description:
+    - The PersistentVolume over the volume (CSI C(ebs.csi.aws.com), or C(vpc.block.csi.ibm.io) with O(provider=ibm_vpc)), reserved for
+      the claim; null in check mode before the volume exists, and with O(provider=ibm_vpc) when no claim is named.
   returned: always
   type: dict
   sample: {apiVersion: v1, kind: PersistentVolume, metadata: {name: restored-vol-0123456789abcdef0}}
@@ -205,27 +212,38 @@ def _run(module):
     if not facts["pvc_name"] or not facts["pvc_namespace"]:
         raise ReplicationError("Failed to propose a claim for volume %s: the snapshot does not say which claim it was made for; set pvc_name "
                                "and pvc_namespace" % facts["volume_id"], **facts)
+    return _propose(p, facts)
+
+
+def _run_ibm_vpc(module):
+    p = module.params
+    for aws_only in ("iops", "kms_key_id"):
+        if p[aws_only]:
+            raise ReplicationError("Failed to restore snapshot %s: %s is for provider aws" % (p["snapshot_id"], aws_only))
+    changed, facts = _ibm_vpc_copy.restore(p, module.check_mode)
+    facts.update(changed=changed, persistent_volume=None, persistent_volume_claim=None, pvc_name=p["pvc_name"], pvc_namespace=p["pvc_namespace"])
+    # A VPC snapshot records no claim: the objects are proposed when the claim is named.
+    if not facts["volume_id"] or not p["pvc_name"] or not p["pvc_namespace"]:
+        return facts
+    region = p["region"] or (p["ibm_vpc"] or {}).get("region")
+    attributes = {"volumeId": facts["volume_id"], "zone": p["availability_zone"], "region": region}
+    return _propose(p, facts, driver=_k8s_manifests.IBM_VPC_CSI_DRIVER, volume_attributes=attributes, region=region)
+
+
+def _propose(p, facts, **csi):
+    """The PersistentVolume of the new volume and the claim it is reserved for, into ``facts``."""
     pv_name = p["pv_name"] or "restored-%s" % facts["volume_id"]
     try:
         facts["persistent_volume"] = _k8s_manifests.persistent_volume(
             pv_name, facts["volume_id"], facts["size_gib"], p["availability_zone"], facts["pvc_name"], facts["pvc_namespace"],
             storage_class=p["storage_class"], fs_type=p["fs_type"], access_modes=p["access_modes"], reclaim_policy=p["reclaim_policy"],
             labels=p["labels"], zone_label=p["zone_label"],
-            annotations={"vmimage.replication/restored-from": facts["snapshot_id"]})
+            annotations={"vmimage.replication/restored-from": facts["snapshot_id"]}, **csi)
         facts["persistent_volume_claim"] = _k8s_manifests.persistent_volume_claim(
             facts["pvc_name"], facts["pvc_namespace"], pv_name, facts["size_gib"], storage_class=p["storage_class"],
             access_modes=p["access_modes"], labels=p["labels"])
     except ValueError as exc:
         raise ReplicationError("Failed to write the Kubernetes objects of volume %s: %s" % (facts["volume_id"], exc), **facts) from None
-    return facts
-
-
-def _run_ibm_vpc(module):
-    for aws_only in ("iops", "kms_key_id"):
-        if module.params[aws_only]:
-            raise ReplicationError("Failed to restore snapshot %s: %s is for provider aws" % (module.params["snapshot_id"], aws_only))
-    changed, facts = _ibm_vpc_copy.restore(module.params, module.check_mode)
-    facts.update(changed=changed, persistent_volume=None, persistent_volume_claim=None)
     return facts
 
 

@@ -12,10 +12,12 @@ import json
 import os
 import time
 
+import kubernetes_validate
 import pytest
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 from ibm_vpc import VpcV1
 
+from tests.contract import assert_return_contract
 from tests.emulators.fixtures import vpc_emulator_factory  # noqa: F401 pylint: disable=unused-import
 from tests.harness import run_module
 
@@ -245,6 +247,20 @@ def test_restore_a_copy_to_a_new_volume_in_a_chosen_zone(bed):
                        shallow=False)
     again = run_module("snapshot_restore", args)
     assert again["changed"] is False and again["volume_id"] == made["volume_id"]
+
+    # Naming the claim proposes the objects for IBM's VPC Block CSI driver, valid for Kubernetes.
+    claimed = run_module("snapshot_restore", dict(args, pvc_name="data-db-0", pvc_namespace="shop"))
+    assert claimed["changed"] is False and claimed["volume_id"] == made["volume_id"], claimed
+    pv, pvc = claimed["persistent_volume"], claimed["persistent_volume_claim"]
+    kubernetes_validate.validate(pv, "1.30", strict=True)
+    kubernetes_validate.validate(pvc, "1.30", strict=True)
+    assert pv["spec"]["csi"] == {"driver": "vpc.block.csi.ibm.io", "volumeHandle": made["volume_id"], "fsType": "ext4",
+                                 "volumeAttributes": {"volumeId": made["volume_id"], "zone": DST + "-2", "region": DST}}, pv
+    terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"]
+    assert {term["key"]: term["values"] for term in terms} == {"topology.kubernetes.io/zone": [DST + "-2"], "topology.kubernetes.io/region": [DST]}
+    assert pv["spec"]["capacity"]["storage"] == "%dGi" % volume["capacity"] and pv["spec"]["claimRef"] == {"namespace": "shop", "name": "data-db-0"}
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"] == "restored-%s" % made["volume_id"]
+    assert_return_contract("snapshot_restore", claimed)
 
     # back into the source region: the copy is copied back first, once
     home = run_module("snapshot_restore", dict(args, region=SRC, snapshot_region=DST, availability_zone=SRC + "-3"))
