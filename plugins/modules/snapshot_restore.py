@@ -30,7 +30,7 @@ options:
         volume goes (a VPC zone such as V(eu-de-2)), a snapshot of another region is copied back first, O(volume_type) is a VPC
         volume profile (default the original's, else O(ibm_vpc.volume_profile)) and O(encryption_key) a root key CRN.
       - With V(ibm_vpc), a VPC snapshot records no claim, so the Kubernetes objects are proposed only when O(pvc_name) and
-        O(pvc_namespace) are given (else RV(persistent_volume) is null): a PersistentVolume for the IBM VPC Block CSI driver
+        O(pvc_namespace) are given (else RV(persistent_volume) is null), a PersistentVolume for the IBM VPC Block CSI driver
         (C(vpc.block.csi.ibm.io), volume attributes C(volumeId), C(zone), C(region); node terms on the zone and on
         C(topology.kubernetes.io/region)). O(iops) and O(kms_key_id) are AWS only.
     type: str
