@@ -12,6 +12,10 @@ removed). When the error has gone through the stage's cleanup, the heartbeat fil
 of the controller that is gone) is removed if nobody touched it meanwhile, and with it the
 run's lock in the bucket when the stage was given it (``bucket_lock``; stages that reach the
 bucket), so that no run waits for that lock to go stale.
+
+A stage can also end after its controller is gone but before the watchdog looked. ``guarded``
+then looks once more: a stage given an ``undo`` removes what it made (the object or file
+nobody will catalogue) and ends as stopped, so the locks go with it instead of going stale.
 """
 
 from __future__ import annotations
@@ -91,6 +95,12 @@ class Watchdog:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(self.interval + 1)
 
+    def silent_now(self):
+        """Look once more (a stage that ended between two looks): mark the dog fired when the heartbeat is silent."""
+        if self.silence() > self.abandon_after:
+            self.fired.set()
+        return self.fired.is_set()
+
     def release_stale(self):
         """Remove the heartbeat file when it is still silent (the lock of the controller that is gone)."""
         if self.silence() > self.abandon_after:
@@ -101,8 +111,12 @@ class Watchdog:
 
 
 @contextlib.contextmanager
-def guard(params, what, check_mode=False):
-    """Run the body under a watchdog of ``params['heartbeat_file']``; a stop for silence fails naming why."""
+def guard(params, what, check_mode=False, undo=None):
+    """Run the body under a watchdog of ``params['heartbeat_file']``; a stop for silence fails naming why.
+
+    ``undo()`` runs on such a stop, after the body's own cleanup: it removes what a body that had already finished
+    made (see ``guarded``); a ReplicationError from it is said in the message instead of "its work is cleaned up".
+    """
     path, after = params.get("heartbeat_file"), params.get("abandon_after")
     if check_mode or not path or not after or after <= 0:
         yield None
@@ -116,20 +130,64 @@ def guard(params, what, check_mode=False):
         dog.stop()
         if not dog.fired.is_set():
             raise
+        left = None
+        try:
+            if undo is not None:
+                undo()
+        except ReplicationError as exc:
+            left = exc.msg
         released = dog.release_stale()
         in_bucket = release_bucket_lock(params) if released else None
         raise ReplicationError(
             "Failed to %s: stopped itself after nobody followed it for %.0f s (abandon_after; its controller died or was"
-            " cancelled): its work is cleaned up%s%s; run the replication again" % (
-                what, after, ", the run lock %s released" % path if released else "", " and %s" % in_bucket if in_bucket else ""),
+            " cancelled): %s%s%s; run the replication again" % (
+                what, after, left or "its work is cleaned up", ", the run lock %s released" % path if released else "",
+                " and %s" % in_bucket if in_bucket else ""),
             abandoned=True) from None
     finally:
         dog.stop()
 
 
-def guarded(action, verb, target="key"):
-    """``action(module)`` under ``guard``: what a stage module passes to ReplicationModule.run."""
+def guarded(action, verb, target="key", undo=None):
+    """``action(module)`` under ``guard``: what a stage module passes to ReplicationModule.run.
+
+    ``undo(module, result)`` removes what a finished ``action`` made. It runs when the stage ended after nobody
+    followed it any more: its result would reach nobody, its object would stay uncatalogued and its locks would
+    wait to go stale, so the stage ends as stopped instead.
+    """
     def run(module):
-        with guard(module.params, "%s %s" % (verb, module.params.get(target) or ""), check_mode=module.check_mode):
-            return action(module)
+        done = {}
+
+        def undo_done():
+            if "result" in done:
+                undo(module, done["result"])
+        with guard(module.params, "%s %s" % (verb, module.params.get(target) or ""), check_mode=module.check_mode,
+                   undo=undo_done if undo is not None else None) as dog:
+            done["result"] = action(module)
+            if undo is not None and dog is not None:
+                dog.stop()  # a SIGTERM it already sent surfaces here, as the stop it is
+                if dog.silent_now():  # it ended between two looks of the dog
+                    raise ReplicationError("ended after its controller was gone")
+            return done["result"]
     return run
+
+
+def undo_object(module, result):
+    """``undo`` of an upload stage: delete the object it wrote (only when this run wrote it)."""
+    if not result.get("changed"):
+        return
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+    params = module.params
+    try:
+        _cos.connect(params["cos"]).delete_object(Bucket=params["bucket"], Key=params["key"])
+    except (_cos.ClientError, _cos.BotoCoreError) as exc:
+        raise ReplicationError("it could not delete s3://%s/%s, written when nobody followed it any more (%s); delete it by hand or"
+                               " with playbooks/cleanup.yml" % (params["bucket"], params["key"], _cos.error_code(exc) or exc)) from None
+
+
+def undo_file(module, result):
+    """``undo`` of a conversion stage: remove the file it wrote (only when this run wrote it)."""
+    if result.get("changed"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(module.params["dest"])

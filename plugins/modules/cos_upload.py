@@ -280,7 +280,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "upload the image to"))
+    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "upload the image to", undo=_watchdog.undo_object))
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ def run(module):
 
 
 def main():
-    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "stream the image to"))
+    ReplicationModule(OPTIONS, groups=("cos", "progress")).run(_watchdog.guarded(run, "stream the image to", undo=_watchdog.undo_object))
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def convert(module):
 
 def main():
     module = ReplicationModule(OPTIONS, groups=("progress",), action="convert the disk", required_if=[("state", "present", ["src"])])
-    module.run(_watchdog.guarded(convert, "convert the disk to", target="dest"))
+    module.run(_watchdog.guarded(convert, "convert the disk to", target="dest", undo=_watchdog.undo_file))
 
 
 if __name__ == "__main__":

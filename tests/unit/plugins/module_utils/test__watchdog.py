@@ -96,3 +96,82 @@ def test_other_failures_pass_through_unchanged(tmp_path):
         with _watchdog.guard(dict(heartbeat_file=str(beat), abandon_after=60), "upload"):
             raise ReplicationError("Failed to upload: endpoint said no")
     assert beat.exists()
+
+
+class _Module:
+    def __init__(self, **params):
+        self.params = params
+        self.check_mode = False
+
+
+def _dog_looking_once_a_minute(monkeypatch):
+    """A watchdog that looks only once a minute: the stage below ends between two looks."""
+    real = _watchdog.Watchdog
+    monkeypatch.setattr(_watchdog, "Watchdog", lambda path, after: real(path, after, interval=60))
+
+
+def test_a_stage_that_ends_unfollowed_undoes_its_work_and_frees_the_lock(tmp_path, monkeypatch):
+    _dog_looking_once_a_minute(monkeypatch)
+    beat = tmp_path / "web01.lock"
+    beat.write_text("{}")
+    undone = []
+
+    def stage(module):
+        time.sleep(0.5)  # nobody touches the heartbeat meanwhile: the controller is gone
+        return dict(changed=True, key=module.params["key"])
+
+    run = _watchdog.guarded(stage, "upload", undo=lambda module, result: undone.append(result))
+    with pytest.raises(ReplicationError) as err:
+        run(_Module(key="web01.qcow2", heartbeat_file=str(beat), abandon_after=0.3))
+    assert undone == [dict(changed=True, key="web01.qcow2")]
+    assert err.value.details == {"abandoned": True}
+    assert "its work is cleaned up, the run lock %s released" % beat in err.value.msg
+    assert not beat.exists()
+
+
+def test_an_undo_that_fails_is_named_instead_of_cleaned_up(tmp_path, monkeypatch):
+    _dog_looking_once_a_minute(monkeypatch)
+    beat = tmp_path / "web02.lock"
+    beat.write_text("{}")
+
+    def undo(module, result):
+        raise ReplicationError("it could not delete s3://b/web02.qcow2 (AccessDenied); delete it by hand")
+
+    def stage(module):
+        time.sleep(0.5)
+        return dict(changed=True)
+
+    with pytest.raises(ReplicationError) as err:
+        _watchdog.guarded(stage, "upload", undo=undo)(_Module(key="k", heartbeat_file=str(beat), abandon_after=0.3))
+    assert "(abandon_after; its controller died or was cancelled): it could not delete s3://b/web02.qcow2" in err.value.msg
+    assert "its work is cleaned up" not in err.value.msg
+
+
+def test_a_followed_stage_keeps_its_result_and_a_stopped_one_undoes_nothing(tmp_path, monkeypatch):
+    beat = tmp_path / "web03.lock"
+    beat.write_text("{}")
+    undone = []
+
+    def followed(module):
+        os.utime(beat)
+        return dict(changed=True)
+
+    run = _watchdog.guarded(followed, "upload", undo=lambda module, result: undone.append(result))
+    assert run(_Module(key="k", heartbeat_file=str(beat), abandon_after=30)) == dict(changed=True)
+
+    def interrupted(module):
+        time.sleep(30)  # the watchdog's SIGTERM ends it before it returns: its own cleanup ran, there is no result to undo
+    with pytest.raises(ReplicationError, match="stopped itself"):
+        _watchdog.guarded(interrupted, "upload", undo=lambda module, result: undone.append(result))(
+            _Module(key="k", heartbeat_file=str(beat), abandon_after=0.5))
+    assert undone == []
+
+
+def test_undo_file_removes_only_what_the_run_wrote(tmp_path):
+    dest = tmp_path / "web04.qcow2"
+    dest.write_bytes(b"x")
+    _watchdog.undo_file(_Module(dest=str(dest)), dict(changed=False))
+    assert dest.exists()
+    _watchdog.undo_file(_Module(dest=str(dest)), dict(changed=True))
+    assert not dest.exists()
+    _watchdog.undo_file(_Module(dest=str(dest)), dict(changed=True))  # already gone: nothing to do

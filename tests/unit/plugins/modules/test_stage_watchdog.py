@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from tests.harness import final_result, spawn_module
 from tests.unit.plugins.modules.test_cos_upload import pending
 from tests.unit.plugins.modules.test_image_upload import args, disk, work_dir  # noqa: F401  # pylint: disable=unused-import
-from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos, _watchdog
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 
 def test_image_upload_nobody_follows_stops_itself(s3_server, bucket, tmp_path, work_dir):  # noqa: F811 - fixture
@@ -67,3 +70,25 @@ def test_a_bucket_lock_another_run_holds_is_left_alone(s3_server, bucket, tmp_pa
     result = final_result(process)
     assert result.get("abandoned") is True and lock_key not in result["msg"], result
     assert _bucket_lock.holder(client, bucket, lock_key, 900.0)["token"] == "other-run"
+
+
+class _Module:
+    def __init__(self, **params):
+        self.params = params
+
+
+def test_undo_object_deletes_only_what_the_run_wrote_and_names_what_it_could_not(s3_rclone, tmp_path):
+    """What an upload stage that ended after its controller was gone removes (the object nobody will catalogue)."""
+    bucket = s3_rclone.make_bucket("t-undo-%d" % os.getpid())
+    client, key = s3_rclone.client(), "images/web10/web10.qcow2"
+    client.put_object(Bucket=bucket, Key=key, Body=b"qcow2")
+    module = _Module(cos=s3_rclone.cos(), bucket=bucket, key=key)
+    _watchdog.undo_object(module, dict(changed=False))  # an object this run did not write (an unchanged re-run) stays
+    assert _cos.head(client, bucket, key) is not None
+    _watchdog.undo_object(module, dict(changed=True))
+    assert _cos.head(client, bucket, key) is None
+    gone = _Module(cos=s3_rclone.cos(), bucket="no-such-bucket-undo", key=key)
+    with pytest.raises(ReplicationError) as err:
+        _watchdog.undo_object(gone, dict(changed=True))
+    assert err.value.msg.startswith("it could not delete s3://no-such-bucket-undo/%s" % key) and "delete it by hand" in err.value.msg
+    assert s3_rclone.cos()["secret_access_key"] not in err.value.msg
