@@ -70,11 +70,13 @@ def keep_for_resume(keep_incomplete_uploads, check_mode=False, started=False, up
             and _bool(started, "started") and not _bool(uploaded, "uploaded"))
 
 
-def replication_result(status, catalog=None, imported=None, converted=None, uploaded=None, key=None, image=None, error=None):
+def replication_result(status, catalog=None, imported=None, converted=None, uploaded=None, key=None, image=None, error=None, copied=None):
     """The record of one server (set_stats ``vmimage_replication.<server>``), the same keys for every status.
 
     ``catalog`` is image_info's result; ``imported`` image_import's (or the import_plan in check mode); ``converted``
-    and ``uploaded`` the results of the data path's stages.
+    and ``uploaded`` the results of the data path's stages. ``copied`` is snapshot_copy's result (replication_mode
+    snapshot_copy): ``image`` is then the snapshot taken, ``latest`` the newest copy in the target region,
+    ``previous_latest`` the newest one before this run, ``pruned`` the copies deleted.
     """
     if status not in STATUSES:
         raise AnsibleFilterError("replication_result: status %r; choose one of %s" % (status, ", ".join(STATUSES)))
@@ -87,6 +89,8 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
                       key=latest.get("key"), sha256=latest.get("sha256"), error=None)
     elif status == "failed":
         record.update(latest=_name(latest))
+    elif copied is not None:
+        record.update(_native_outcome(_mapping(copied)), image=image)
     else:
         imported, converted, uploaded = _mapping(imported), _mapping(converted), _mapping(uploaded)
         seconds = float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
@@ -97,6 +101,17 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
             uploaded_bytes=uploaded.get("uploaded_bytes"), resumed_parts=uploaded.get("resumed_parts"), sha256=converted.get("sha256"), error=None,
         )
     return record
+
+
+def _native_outcome(copied):
+    """latest / previous_latest / pruned of a snapshot_copy result (copies by id; a copy in check mode has none yet)."""
+    def newest(copies):
+        ordered = sorted((c for c in copies if isinstance(c, dict)), key=lambda c: (str(c.get("start_time") or ""), str(c.get("id") or "")))
+        return ordered[-1].get("id") if ordered else None
+    deleted = {c.get("id") for c in copied.get("deleted") or [] if isinstance(c, dict)}
+    before = [c for c in copied.get("present") or [] if isinstance(c, dict)]
+    kept = [c for c in before + list(copied.get("copied") or []) if c.get("id") not in deleted or not c.get("id")]
+    return dict(latest=newest(kept), previous_latest=newest(before), seconds=0, pruned=sorted(i for i in deleted if i), error=None)
 
 
 def conversion_host_for(pool, server, servers):

@@ -2,7 +2,9 @@
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 # SPDX-License-Identifier: Apache-2.0
 """Recovery in the DR region (the seed's ``tf_recover``): a VPC, a subnet per zone and one instance per server from
-its ``<server>-latest`` image, mirroring the source's profile and zone (through a zone map).
+its ``<server>-latest`` image (``source=image``) or from the newest copy of its boot volume's snapshot that
+replication_mode snapshot_copy made there (``source=snapshot``), mirroring the source's profile and zone (through a
+zone map).
 
 VPCs, subnets and instances have no user_tags in the VPC API; what the collection made is told by names and by the
 user_tags of each instance's boot volume (``created-by``, ``source-server``, ``recover-vpc``). ``absent`` deletes only
@@ -65,11 +67,26 @@ class Recover(vpcc.Base):
                                    % (server, name, self.vpc["region"]), server=server)
         return found[0]
 
+    def snapshot(self, server):
+        """The newest stable snapshot the collection made of ``server`` in the region (its copies carry the source's tags)."""
+        found = [s for s in self.pages("find snapshots of %s" % server, "list_snapshots", "snapshots", tag="source-server:%s" % server)
+                 if s.get("lifecycle_state") == "stable" and vpcc.ours(s)]
+        if not found:
+            raise ReplicationError("Failed to recover server %s: no stable snapshot copy of it in region %s; replicate it with "
+                                   "replication_mode snapshot_copy first" % (server, self.vpc["region"]), server=server)
+        return max(found, key=lambda s: (s.get("captured_at") or s.get("created_at") or "", s["id"]))
+
+    def boot_source(self, server):
+        """``(kind, record)``: what the server's instance boots from, per the ``source`` option."""
+        if self.params.get("source") == "snapshot":
+            return "snapshot", self.snapshot(server)
+        return "image", self.image(server)
+
     # --- present ------------------------------------------------------------------------------------------------------------
     def present(self, vpc_name, servers, zone_map, address_count, check_mode=False):
         region = self.vpc["region"]
         plan = [dict(s, target_zone=target_zone(s["zone"], zone_map, region)) for s in servers]
-        images = {s["name"]: self.image(s["name"]) for s in plan}  # every image checked before anything is made
+        images = {s["name"]: self.boot_source(s["name"]) for s in plan}  # every image (snapshot) checked before anything is made
         made = {"vpc": None, "subnets": [], "instances": []}
         vpc = self.find_vpc(vpc_name)
         if vpc is None:
@@ -101,14 +118,18 @@ class Recover(vpcc.Base):
                 self._instance(server, images[server["name"]], vpc, subnets[subnet_name(vpc_name, server["target_zone"])], vpc_name)
         return made, bool(made["vpc"] or made["subnets"] or made["instances"])
 
-    def _instance(self, server, image, vpc, subnet, vpc_name):
+    def _instance(self, server, source, vpc, subnet, vpc_name):
         action = "recover server %s" % server["name"]
+        kind, record = source
+        volume = {"name": ("%s-boot" % server["name"])[-63:], "profile": {"name": self.vpc["volume_profile"]},
+                  "user_tags": vpcc.tags(source_server=server["name"], recover_vpc=vpc_name, **{"source_%s" % kind: record["id"]})}
         proto = {"name": server["name"], "profile": {"name": server["profile"]}, "zone": {"name": server["target_zone"]},
-                 "vpc": {"id": vpc["id"]}, "image": {"id": image["id"]},
-                 "primary_network_interface": {"name": "eth0", "subnet": {"id": subnet["id"]}},
-                 "boot_volume_attachment": {"delete_volume_on_instance_delete": True, "volume": {
-                     "name": ("%s-boot" % server["name"])[-63:], "profile": {"name": self.vpc["volume_profile"]},
-                     "user_tags": vpcc.tags(source_server=server["name"], recover_vpc=vpc_name, source_image=image["id"])}}}
+                 "vpc": {"id": vpc["id"]}, "primary_network_interface": {"name": "eth0", "subnet": {"id": subnet["id"]}},
+                 "boot_volume_attachment": {"delete_volume_on_instance_delete": True, "volume": volume}}
+        if kind == "image":
+            proto["image"] = {"id": record["id"]}
+        else:  # VPC's instance by source snapshot: the boot volume is made from the snapshot
+            volume["source_snapshot"] = {"id": record["id"]}
         inst = self.call(action, "instance %s" % server["name"], "create_instance", proto)
         if self.params.get("wait") is False:
             return

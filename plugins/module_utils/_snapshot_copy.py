@@ -249,8 +249,8 @@ def execute(backend, params, check_mode, now, sources=None, clock=time.monotonic
     if not sources:
         result["msg"] = "nothing to copy: the selector %s matches no completed snapshot in %s" % (selector, params["region"])
     the_plan = plan(sources, copies, destinations, params["region"], selector, keep_last, params.get("retention_days"), now)
-    result["present"] = [dict(id=c["id"], region=c["region"], state=c["state"], origin_snapshot_id=c["origin_snapshot_id"])
-                         for c in the_plan["present"]]
+    result["present"] = [dict(id=c["id"], region=c["region"], state=c["state"], origin_snapshot_id=c["origin_snapshot_id"],
+                              start_time=c["start_time"]) for c in the_plan["present"]]
     result["skipped_too_old"] = the_plan["too_old"]
     if check_mode:
         result["copied"] = [_record(dict(job, id=None), "would copy") for job in the_plan["copy"]]

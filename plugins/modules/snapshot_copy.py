@@ -223,12 +223,13 @@ pending:
   elements: dict
   sample: []
 present:
-  description: The copies of this job already at the destinations before the run.
+  description: The copies of this job already at the destinations before the run (V(start_time) is their origin's).
   returned: unless disabled
   type: list
   elements: dict
   sample:
-    - {id: snap-0fedcba9876543210, region: eu-central-1, state: completed, origin_snapshot_id: snap-0123456789abcdef0}
+    - {id: snap-0fedcba9876543210, region: eu-central-1, state: completed, origin_snapshot_id: snap-0123456789abcdef0,
+       start_time: "2026-03-10T01:00:00Z"}
 skipped_too_old:
   description: Source snapshots not copied because the retention would delete the copy at once.
   returned: unless disabled

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: vpc_recover
-short_description: Recover servers in the IBM Cloud VPC DR region from their C(<server>-latest) images
+short_description: Recover servers in the IBM Cloud VPC DR region from their C(<server>-latest) images or snapshot copies
 version_added: 0.1.0
 description:
   - In the region of O(ibm_vpc.region) (the DR region), makes a VPC O(vpc_name), a subnet C(<vpc_name>-<zone>) per zone used
     and one instance per server of O(servers) from its C(<server>-latest) image, with the source's profile, in the DR zone of
     the source's zone (O(zone_map), else the same zone number in the DR region).
-  - Idempotent - what exists is kept; a re-run changes nothing. Every server's image is checked before anything is made.
+  - Idempotent - what exists is kept; a re-run changes nothing. Every server's image (or snapshot) is checked before anything is made.
   - VPCs, subnets and instances carry no user tags in the VPC API, so an instance is the collection's when its boot volume's
     user_tags say C(created-by:vmimage.replication) and C(recover-vpc:<vpc_name>). An instance of a server's name that is
     not the collection's is an error, never replaced.
@@ -53,6 +53,14 @@ options:
         description: Zone of the source server (for example C(us-south-1)).
         type: str
         required: true
+  source:
+    description:
+      - What each instance boots from. V(image) - the server's C(<server>-latest) image (replication_mode image).
+      - V(snapshot) - the newest stable snapshot of the server that the collection has in the DR region (the copies
+        replication_mode snapshot_copy makes carry C(source-server:<server>)); the boot volume is made from it.
+    type: str
+    choices: [image, snapshot]
+    default: image
   zone_map:
     description: "Source zone to DR zone (for example C({us-south-1: eu-de-2})); unmapped zones keep their number in the DR region."
     type: dict
@@ -156,6 +164,7 @@ def main():
             zone=dict(type="str", required=True),
         )),
         zone_map=dict(type="dict", default={}),
+        source=dict(type="str", choices=["image", "snapshot"], default="image"),
         subnet_address_count=dict(type="int", default=256),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )

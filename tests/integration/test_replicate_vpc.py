@@ -88,6 +88,8 @@ class VpcSite(Site):
             replication_cos=dict(endpoint=self.s3.endpoint, region=self.s3.region),
             replication_cos_file=self.cos_file,
         )
+        for name in extra_vars.pop("unset", ()):
+            group_vars.pop(name)
         group_vars.update(extra_vars)
         return {"servers": {"hosts": {SERVER: {}}, "vars": group_vars}}
 
@@ -242,3 +244,73 @@ def test_a_rerun_after_the_failures_completes(site):
     assert images[result["previous_latest"]]["id"] == latest["id"]
     assert site.temporaries() == site.baseline
     assert site.leftovers() == {}
+
+
+def _snapshots(site, region):
+    client = VpcV1(authenticator=IAMAuthenticator(API_KEY, url=site.emu.iam_url))
+    client.set_service_url(site.emu.service_url(region))
+    return {s["id"]: s for s in client.list_snapshots(limit=100).get_result()["snapshots"]}
+
+
+def test_native_mode_copies_the_snapshot_into_eu_de_with_retention(site):
+    """replication_mode snapshot_copy: VPC copies the boot volume's snapshot into eu-de; no bucket, no volume, no image."""
+    before = {"source": _snapshots(site, SOURCE), "target": _snapshots(site, TARGET), "images": site.images(), "objects": site.objects()}
+    vpc = dict(api_key="{{ vpc_api_key }}", iam_url=site.emu.iam_url, max_retries=3, retry_interval=0.05)
+    native = dict(replication_mode="snapshot_copy", replication_keep_last=1, unset=["replication_bucket", "replication_cos"],
+                  replication_provider_options=dict(ibm_vpc=dict(vpc, region=SOURCE, endpoint=site.emu.url + "/{region}/v1")))
+
+    planned = site.run(check=True, **native)
+    assert planned.status == "successful", planned.stdout
+    assert summary(planned)[SERVER]["status"] == "would-replicate" and _snapshots(site, TARGET) == before["target"]
+
+    runs = []
+    for content in (b"native one" * 4096, b"native two" * 4096):
+        site.emu.write_volume(site.boot, content)
+        run = site.run(**native)
+        _assert_key_nowhere(run)
+        assert run.status == "successful", run.stdout
+        runs.append(summary(run)[SERVER])
+    first, second = runs
+    target = _snapshots(site, TARGET)
+    copies = {i: s for i, s in target.items() if i not in before["target"]}
+    # keep_last 1: the second run's copy replaced the first one's, in eu-de, and its snapshot the first's in us-south.
+    assert first["status"] == second["status"] == "replicated" and first["latest"] and first["latest"] != second["latest"], runs
+    assert second["previous_latest"] == first["latest"] and second["pruned"] == [first["latest"]], second
+    assert list(copies) == [second["latest"]] and copies[second["latest"]]["lifecycle_state"] == "stable"
+    source = {i: s for i, s in _snapshots(site, SOURCE).items() if i not in before["source"]}
+    assert [s["name"] for s in source.values()] == [second["image"]]
+    assert copies[second["latest"]]["source_snapshot"]["crn"] == next(iter(source.values()))["crn"]
+    # Nothing else was made: no volume or attachment (no conversion host), no image, no object.
+    counts, loops, links = site.temporaries()
+    assert counts["volume"] == site.baseline[0]["volume"] and counts["volume_attachment"] == site.baseline[0]["volume_attachment"]
+    assert (loops, links) == site.baseline[1:]
+    assert site.images() == before["images"] and site.objects() == before["objects"] and site.leftovers() == {}
+
+    # Recovery in eu-de boots from the newest copy (recover.yml follows replication_mode), with the second run's bytes.
+    recover = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "playbooks", "recover.yml")
+    dr = dict(ibm_vpc=dict(vpc, endpoint=site.emu.service_url(TARGET)))
+    recovered = site.run_playbook(recover, replication_recover_region=TARGET, replication_recover_options=dr,
+                                  replication_recover_vpc_name="dr-native", replication_recover_wait_sleep=0.05, **native)
+    _assert_key_nowhere(recovered)
+    assert recovered.status == "successful", recovered.stdout
+    assert recovered.custom_stats()["vmimage_recover"]["instances"] == [SERVER]
+    client = VpcV1(authenticator=IAMAuthenticator(API_KEY, url=site.emu.iam_url))
+    client.set_service_url(site.emu.service_url(TARGET))
+    instance = next(i for i in client.list_instances().get_result()["instances"] if i["vpc"]["name"] == "dr-native")
+    boot = client.get_volume(instance["boot_volume_attachment"]["volume"]["id"]).get_result()
+    assert boot["source_snapshot"]["id"] == second["latest"], boot
+    data_dir = os.path.join(os.path.dirname(site.emu.by_id_path), "data")
+    with open(os.path.join(data_dir, boot["id"] + ".img"), "rb") as handle:
+        assert handle.read(len(b"native two") * 4096) == b"native two" * 4096
+    gone = site.run_playbook(recover, replication_recover_region=TARGET, replication_recover_options=dr,
+                             replication_recover_vpc_name="dr-native", replication_recover_state="absent",
+                             replication_recover_wait_sleep=0.05, **native)
+    assert gone.status == "successful", gone.stdout
+
+
+def test_native_mode_refuses_a_target_it_cannot_copy_to(site):
+    run = site.run(replication_mode="snapshot_copy", replication_target="bucket_catalog", replication_target_options={})
+    assert run.status == "failed", run.stdout
+    error = summary(run)[SERVER]["error"]
+    assert "replication_mode snapshot_copy copies VPC snapshots from one region to another" in error, error
+    assert "now ibm_vpc to bucket_catalog" in error, error

@@ -124,6 +124,16 @@ def test_a_missing_image_fails_clearly_and_makes_nothing(site):
     assert site.snapshot_of_dr() == before
 
 
+def test_recovery_from_snapshot_copies_fails_clearly_without_one_and_makes_nothing(site):
+    """With replication_mode snapshot_copy the instances boot from snapshot copies: the images alone do not count."""
+    site.seed_images()
+    before = site.snapshot_of_dr()
+    run = site.run(replication_mode="snapshot_copy")
+    assert run.status == "failed"
+    assert "no stable snapshot copy of it in region eu-de; replicate it with replication_mode snapshot_copy first" in run.stdout, run.stdout
+    assert site.snapshot_of_dr() == before
+
+
 def test_zone_mapping_uses_the_map_then_the_zone_number_and_names_an_unmappable_zone():
     assert target_zone("us-south-2", {"us-south-2": "eu-de-3"}, "eu-de") == "eu-de-3"
     assert target_zone("us-south-1", {}, "eu-de") == "eu-de-1"

@@ -95,6 +95,21 @@ def test_replicated_record_takes_names_and_sums_the_stages():
     assert record["image"] == "web01-20260311-120000" and record["previous_latest"] is None and record["seconds"] == 0.0
 
 
+def test_native_copy_record_names_the_snapshot_and_the_copies():
+    old = {"id": "r134-old", "region": "eu-de", "state": "completed", "start_time": "2026-03-10T01:00:00Z"}
+    older = dict(old, id="r134-older", start_time="2026-03-09T01:00:00Z")
+    made = {"id": "r134-new", "region": "eu-de", "state": "completed", "start_time": "2026-03-11T01:00:00Z"}
+    copied = {"present": [older, old], "copied": [made], "deleted": [{"id": "r134-older"}]}
+    record = f.replication_result("replicated", copied=copied, image="web01-20260311-010000")
+    assert tuple(record) == f.RESULT_KEYS
+    assert record["image"] == "web01-20260311-010000" and record["latest"] == "r134-new" and record["previous_latest"] == "r134-old"
+    assert record["pruned"] == ["r134-older"] and record["key"] is None and record["error"] is None
+    # check mode: the would-be copy has no id yet; the newest copy there is still the latest
+    planned = {"present": [old], "copied": [dict(made, id=None)], "deleted": []}
+    record = f.replication_result("would-replicate", copied=planned, image="web01-20260311-010000")
+    assert record["latest"] is None and record["previous_latest"] == "r134-old" and record["pruned"] == []
+
+
 def test_failed_record_keeps_the_latest_name_and_the_error():
     record = f.replication_result("failed", catalog={"latest": LATEST}, key="k2", error="Failed to upload: AccessDenied")
     assert record["status"] == "failed" and record["latest"] == LATEST["name"] and record["image"] is None
