@@ -22,38 +22,50 @@ fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+# The three venvs do not depend on each other: they are built at once (downloads and installs overlap), each
+# logging to its own file, shown when it fails.
+mkdir -p .build
+make_venv() {  # make_venv NAME DIR REQUIREMENTS-ARGS...
+  local name=$1 dir=$2
+  shift 2
+  echo "Creating $dir ($name)"
+  "$PYTHON" -m venv "$dir" && "$dir/bin/python" -m pip install -q --upgrade pip && "$dir/bin/python" -m pip install -q "$@"
+}
+pids=() names=()
 stamp=.venv/.requirements-stamp
 if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
-  echo "Creating .venv with pinned Python packages"
-  "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r tests/requirements.txt
-  cp tests/requirements.txt "$stamp"
+  (make_venv "pinned Python packages" .venv -r tests/requirements.txt && cp tests/requirements.txt "$stamp") > .build/venv-main.log 2>&1 &
+  pids+=($!) names+=(venv-main)
 fi
-
-# ansible-test sanity runs from a venv of its own (it installs its pinned linters
-# there); it fetches a pip bootstrap script from a host outside the package
-# registries, so give it the offline stand-in.
+# ansible-test sanity runs from a venv of its own (it installs its pinned linters there).
 ANSIBLE_CORE_PIN=$(grep -E '^ansible-core==' tests/requirements.txt)
 have=$(.build/venv-sanity/bin/python -c 'import ansible; print(ansible.__version__)' 2>/dev/null || true)
 if [ "$have" != "${ANSIBLE_CORE_PIN#ansible-core==}" ]; then
-  echo "Creating .build/venv-sanity for ansible-test"
-  "$PYTHON" -m venv .build/venv-sanity
-  .build/venv-sanity/bin/python -m pip install -q "$ANSIBLE_CORE_PIN"
+  make_venv "ansible-test" .build/venv-sanity "$ANSIBLE_CORE_PIN" > .build/venv-sanity.log 2>&1 &
+  pids+=($!) names+=(venv-sanity)
 fi
-pip_version=$(.build/venv-sanity/bin/python -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(m)).group(1))')
-mkdir -p ~/.ansible/test/cache
-cp hack/get_pip_offline.py ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
-
 # The OpenStack test peer (real Keystone + Glance, served by gunicorn) has pins of its own that clash with the
 # test venv's, so it lives in a venv of its own; tests skip the OpenStack peer when it is missing.
 os_stamp=.build/venv-openstack/.requirements-stamp
 if [ ! -x .build/venv-openstack/bin/gunicorn ] || ! cmp -s tests/requirements-openstack.txt "$os_stamp"; then
-  echo "Creating .build/venv-openstack (Keystone, Glance) for the OpenStack peer"
-  "$PYTHON" -m venv .build/venv-openstack
-  .build/venv-openstack/bin/python -m pip install -q --upgrade pip
-  .build/venv-openstack/bin/python -m pip install -q -r tests/requirements-openstack.txt
-  cp tests/requirements-openstack.txt "$os_stamp"
+  (make_venv "Keystone, Glance for the OpenStack peer" .build/venv-openstack -r tests/requirements-openstack.txt \
+     && cp tests/requirements-openstack.txt "$os_stamp") > .build/venv-openstack.log 2>&1 &
+  pids+=($!) names+=(venv-openstack)
 fi
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "Failed to build ${names[$i]}:" >&2
+    cat ".build/${names[$i]}.log" >&2
+    failed=1
+  fi
+done
+[ "$failed" -eq 0 ] || exit 1
+
+# ansible-test fetches a pip bootstrap script from a host outside the package registries: give it the offline stand-in.
+pip_version=$(.build/venv-sanity/bin/python -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(m)).group(1))')
+mkdir -p ~/.ansible/test/cache
+cp hack/get_pip_offline.py ~/.ansible/test/cache/get_pip_"${pip_version//./_}".py
 
 bash hack/stage-collection.sh
