@@ -328,7 +328,7 @@ def restore(params, check_mode):
         raise ReplicationError("Failed to find snapshot %s in %s: list the replicated snapshots with snapshot_copy_info" % (params["snapshot_id"], where))
     snap = found[0]
     tags = tags_dict(snap.get("Tags"))
-    facts = dict(snapshot_id=snap["SnapshotId"], snapshot_region=where, copied_back=None, volume_id=None, created=False)
+    facts = dict(snapshot_id=snap["SnapshotId"], snapshot_region=where, region=region, copied_back=None, volume_id=None, created=False)
     changed = False
     local_id = snap["SnapshotId"]
     if where != region:

@@ -191,7 +191,7 @@ def restore(params, check_mode):
         raise ReplicationError("Failed to %s: it is not a zone of %s; choose one of %s" % (action, region, ", ".join(sorted(zones))))
     snap = vpc.find_snapshot(params["snapshot_id"], action, region=where)
     marker = "%s:%s" % (RESTORED_FROM, snap["id"])
-    facts = dict(snapshot_id=snap["id"], snapshot_region=where, copied_back=None, volume_id=None, created=False,
+    facts = dict(snapshot_id=snap["id"], snapshot_region=where, region=region, copied_back=None, volume_id=None, created=False,
                  size_gib=snap.get("minimum_capacity"), pvc_name=None, pvc_namespace=None)
     local, changed = snap, False
     if where != region:

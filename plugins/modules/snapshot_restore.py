@@ -162,6 +162,11 @@ snapshot_region:
   returned: always
   type: str
   sample: eu-central-1
+region:
+  description: The region of the new volume (O(region), else the connection's).
+  returned: always
+  type: str
+  sample: eu-central-1
 pvc_name:
   description: The name of the proposed claim (O(pvc_name), else the snapshot's tag); null when neither says.
   returned: always
@@ -225,9 +230,8 @@ def _run_ibm_vpc(module):
     # A VPC snapshot records no claim: the objects are proposed when the claim is named.
     if not facts["volume_id"] or not p["pvc_name"] or not p["pvc_namespace"]:
         return facts
-    region = p["region"] or (p["ibm_vpc"] or {}).get("region")
-    attributes = {"volumeId": facts["volume_id"], "zone": p["availability_zone"], "region": region}
-    return _propose(p, facts, driver=_k8s_manifests.IBM_VPC_CSI_DRIVER, volume_attributes=attributes, region=region)
+    attributes = {"volumeId": facts["volume_id"], "zone": p["availability_zone"], "region": facts["region"]}
+    return _propose(p, facts, driver=_k8s_manifests.IBM_VPC_CSI_DRIVER, volume_attributes=attributes, region=facts["region"])
 
 
 def _propose(p, facts, **csi):

@@ -51,7 +51,7 @@ def test_list_then_restore_gives_a_volume_and_valid_manifests(moto_server, repli
     assert moto_server.client("ec2", SRC).describe_volumes(Filters=[{"Name": "tag:created-by", "Values": ["vmimage.replication"]}])["Volumes"] == []
 
     result = run_module("snapshot_restore", restore_args(moto_server, copy["id"]))
-    assert result["changed"] is True and result["created"] is True and result["copied_back"], result
+    assert result["changed"] is True and result["created"] is True and result["copied_back"] and result["region"] == SRC, result
     assert_return_contract("snapshot_restore", result)
     assert_return_contract("snapshot_restore", preview)
     assert_return_contract("snapshot_copy_info", listed)

@@ -264,7 +264,7 @@ def test_restore_a_copy_to_a_new_volume_in_a_chosen_zone(bed):
 
     # back into the source region: the copy is copied back first, once
     home = run_module("snapshot_restore", dict(args, region=SRC, snapshot_region=DST, availability_zone=SRC + "-3"))
-    assert home["changed"] is True and home["copied_back"] and home["volume_id"], home
+    assert home["changed"] is True and home["copied_back"] and home["volume_id"] and home["region"] == SRC, home
     assert run_module("snapshot_restore", dict(args, region=SRC, snapshot_region=DST, availability_zone=SRC + "-3"))["changed"] is False
 
     bad_zone = run_module("snapshot_restore", dict(args, availability_zone="us-south-1"))
