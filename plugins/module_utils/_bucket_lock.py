@@ -294,18 +294,3 @@ def release(client, bucket, key, token):
         if claim["token"] == token:
             removed = _delete(client, bucket, claim["key"]) or removed
     return removed
-
-
-def beat_due(stamp, every, clock=time.time):
-    """Whether the bucket heartbeat is due: the stamp file (touched at each one) is missing or older than ``every`` seconds."""
-    try:
-        return clock() - os.stat(stamp).st_mtime >= every
-    except FileNotFoundError:
-        return True
-
-
-def stamp_beat(stamp):
-    """Note that the bucket heartbeat was sent (the stamp file lives beside the host lock, removed with it)."""
-    with open(stamp, "a"):
-        pass
-    os.utime(stamp)

@@ -19,7 +19,7 @@ import os
 import struct
 import zlib
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _files
+from ansible_collections.vmimage.replication.plugins.module_utils import _files
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 BLOCK = 65536
@@ -205,13 +205,20 @@ def object_reader(client, bucket, key, size):
     return read
 
 
+def _head(client, bucket, key):
+    """_cos.head, imported here: qemu_convert and the local stages read digests without the S3 SDK."""
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils import _cos
+    return _cos.head(client, bucket, key)
+
+
 def verify_object(client, bucket, key, expected=None):
     """Recompute the guest digest of s3://bucket/key and check it against ``expected`` or else the object's own record.
 
     Returns ``{guest_sha256, recorded, virtual_size, size}``; a ReplicationError naming the object on any mismatch.
     """
     name = "s3://%s/%s" % (bucket, key)
-    stored = _cos.head(client, bucket, key)
+    stored = _head(client, bucket, key)
     if stored is None:
         raise ReplicationError("Failed to verify %s: there is no such object" % name, bucket=bucket, key=key)
     recorded = stored["metadata"].get(METADATA_KEY)
@@ -240,7 +247,7 @@ def verify_object(client, bucket, key, expected=None):
 def import_check(client, bucket, key, verify=True):
     """What an importer records of the object's guest digest: ``{"guest_sha256": ...}``, recomputed and checked when
     ``verify``, or ``{}`` when the object records none (uploads made before the digest, or by cos_upload)."""
-    stored = _cos.head(client, bucket, key)
+    stored = _head(client, bucket, key)
     recorded = (stored or {}).get("metadata", {}).get(METADATA_KEY)
     if not recorded:
         return {}

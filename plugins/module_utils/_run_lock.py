@@ -52,7 +52,7 @@ def read(path, clock=time.time):
 
 
 def stamp_path(path):
-    """The stamp of the bucket heartbeat sent for the host lock at ``path`` (see _bucket_lock.beat_due)."""
+    """The stamp of the bucket heartbeat sent for the host lock at ``path`` (see beat_due)."""
     return path + ".bucket-beat"
 
 
@@ -171,3 +171,18 @@ def release(directory, server, token):
     _drop_stamp(path)
     # Replaced between the read and the rename: put the other run's lock back.
     return _settle(path, aside, (read(aside) or {}).get("token") == token)
+
+
+def beat_due(stamp, every, clock=time.time):
+    """Whether the bucket heartbeat is due: the stamp file (touched at each one) is missing or older than ``every`` seconds."""
+    try:
+        return clock() - os.stat(stamp).st_mtime >= every
+    except FileNotFoundError:
+        return True
+
+
+def stamp_beat(stamp):
+    """Note that the bucket heartbeat was sent (the stamp file lives beside the host lock, removed with it)."""
+    with open(stamp, "a"):
+        pass
+    os.utime(stamp)

@@ -186,7 +186,7 @@ msg:
 
 import copy
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos, _run_lock
+from ansible_collections.vmimage.replication.plugins.module_utils import _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._jobs import poll
 from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
@@ -214,8 +214,11 @@ OPTIONS = dict(
 def _bucket_beat(module):
     """Refresh the bucket lock when due; a failure is a warning (the stage goes on; the lock's age tells the rest)."""
     lock, stamp = module.params["bucket_heartbeat"], _run_lock.stamp_path(module.params["heartbeat_file"])
-    if not _bucket_lock.beat_due(stamp, lock["every"]):
+    if not _run_lock.beat_due(stamp, lock["every"]):
         return dict(sent=False, held=True)
+    # The S3 SDK only when a beat is due: a poll pays for it once a lock_heartbeat_every, not each time.
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
     cos, key = module.params["cos"], _bucket_lock.lock_key(lock["prefix"], lock["server"])
     try:
         module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
@@ -224,7 +227,7 @@ def _bucket_beat(module):
     except ReplicationError as exc:
         module.ansible.warn(exc.msg)
         return dict(sent=False, held=True)
-    _bucket_lock.stamp_beat(stamp)
+    _run_lock.stamp_beat(stamp)
     if not held:
         module.ansible.warn("The run lock s3://%s/%s is no longer held by this run (token %s): another run took it over"
                             % (lock["bucket"], key, lock["token"]))

@@ -160,7 +160,7 @@ import os
 import socket
 import time
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos, _run_lock
+from ansible_collections.vmimage.replication.plugins.module_utils import _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
 
@@ -209,6 +209,9 @@ def _public(holder):
 
 
 def _bucket(module):
+    # The S3 SDK only for the bucket store: a host lock (the local provider) does not pay for it.
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _cos
     params = module.params
     module.require_library("ibm-cos-sdk", _cos.IMPORT_ERROR)
     cos, bucket, server, stale_after = params["cos"], params["bucket"], params["server"], params["stale_after"]

@@ -14,7 +14,7 @@ import time
 import pytest
 from ibm_botocore.exceptions import ClientError
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock
+from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 
@@ -216,10 +216,10 @@ def test_conditional_taker_sees_a_claims_lock_and_the_reverse():
 
 def test_beat_due_follows_the_stamp(tmp_path):
     stamp = str(tmp_path / "web01.lock.bucket-beat")
-    assert _bucket_lock.beat_due(stamp, 60)
-    _bucket_lock.stamp_beat(stamp)
-    assert not _bucket_lock.beat_due(stamp, 60)
-    assert _bucket_lock.beat_due(stamp, 60, clock=lambda: time.time() + 61)
+    assert _run_lock.beat_due(stamp, 60)
+    _run_lock.stamp_beat(stamp)
+    assert not _run_lock.beat_due(stamp, 60)
+    assert _run_lock.beat_due(stamp, 60, clock=lambda: time.time() + 61)
 
 
 def test_a_claim_older_than_half_the_stale_age_is_lost_not_refreshed():
