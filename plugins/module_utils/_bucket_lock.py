@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
-import os
 import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming
