@@ -34,13 +34,59 @@ run_stage() {
   esac
 }
 
+timed_stage() {
+  echo "=== $1"
+  local start=$SECONDS rc=0
+  run_stage "$1" || rc=$?
+  echo "=== $1 took $((SECONDS - start)) s"
+  return "$rc"
+}
+
+has_stage() {
+  local stage
+  for stage in "${stages[@]}"; do [ "$stage" = "$1" ] && return 0; done
+  return 1
+}
+
+# Wait for the static checks started beside unit; show their output; note the ones that failed.
+collect_static() {
+  [ -n "${static_pid:-}" ] || return 0
+  wait "$static_pid"
+  static_pid=
+  local stage
+  for stage in "${static[@]}"; do
+    cat "$static_tmp/$stage.log"
+    [ "$(cat "$static_tmp/$stage.rc" 2>/dev/null)" = 0 ] || failed+=("$stage")
+  done
+}
+
 failed=()
+# The static checks (about one core) run beside the unit tests (under one core: they mostly wait), one after the
+# other, in a temporary directory of their own; their output is shown once they end, in stage order.
+static=()
+if has_stage unit; then
+  for stage in sanity lint; do has_stage "$stage" && static+=("$stage"); done
+fi
+if [ "${#static[@]}" -gt 0 ]; then
+  static_tmp="$root/.build/tmp-static"
+  rm -rf "$static_tmp" && mkdir -p "$static_tmp"
+  (
+    export TMPDIR="$static_tmp"
+    for stage in "${static[@]}"; do
+      timed_stage "$stage" > "$static_tmp/$stage.log" 2>&1
+      echo $? > "$static_tmp/$stage.rc"
+    done
+  ) &
+  static_pid=$!
+  echo "=== ${static[*]} run beside unit (output below once they end)"
+fi
 for stage in "${stages[@]}"; do
-  echo "=== $stage"
-  start=$SECONDS
-  run_stage "$stage" || failed+=("$stage")
-  echo "=== $stage took $((SECONDS - start)) s"
+  case " ${static[*]} " in *" $stage "*) continue ;; esac
+  # Integration tests need both cores: the static checks end first.
+  [ "$stage" = integration ] && collect_static
+  timed_stage "$stage" || failed+=("$stage")
 done
+collect_static
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "FAILED stages: ${failed[*]}"
   exit 1

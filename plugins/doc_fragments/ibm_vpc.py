@@ -49,6 +49,12 @@ options:
           - Longest pause in seconds between retries (the backoff grows up to it).
         type: float
         default: 30.0
+      wait_sleep:
+        description:
+          - Seconds between two looks at what a call waits for (a snapshot becoming stable, a volume available, an attachment
+            attached, an image available, a deletion).
+          - Default the module's own O(ignore:wait_sleep) where it has one, else V(2).
+        type: float
       by_id_dir:
         description:
           - Where the conversion host lists its disks by serial; M(vmimage.replication.volume_attach) finds the attached volume there as

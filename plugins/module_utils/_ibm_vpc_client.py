@@ -178,8 +178,9 @@ def iso(value):
 
 def wait(probe, params, what, failure_states, action):
     """``_wait.wait_until`` bounded by wait_timeout / wait_sleep, its failures as ReplicationErrors naming ``what``."""
+    sleep = (params.get("ibm_vpc") or {}).get("wait_sleep") or params.get("wait_sleep") or 2.0
     try:
-        return _wait.wait_until(probe, params.get("wait_timeout") or 1800, params.get("wait_sleep") or 2.0, failure_states=failure_states, what=what)
+        return _wait.wait_until(probe, params.get("wait_timeout") or 1800, sleep, failure_states=failure_states, what=what)
     except FailedState as exc:
         state = exc.state if isinstance(exc.state, dict) else {"status": exc.state}
         reasons = "; ".join("%s: %s" % (r.get("code"), r.get("message")) for r in state.get("reasons") or []) or "no reason given"

@@ -57,9 +57,42 @@ def touch(path):
     return True
 
 
+def collect(async_dir, jid, data, remove=True):
+    """The finished job's own result, as async_status gives it, and its job file removed (unless ``remove`` is false).
+
+    Done in the poll that sees the job finish, this saves the two async_status calls (status, cleanup) that would
+    follow: each module call costs a Python start and Ansible's module_utils imports on the host.
+    """
+    result = {key: value for key, value in data.items() if key != "invocation"}
+    result.update(finished=True, ansible_job_id=jid)
+    if remove:
+        try:
+            os.unlink(os.path.join(async_dir, jid))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ReplicationError("Failed to remove the job file of async job %s in %s: %s" % (jid, async_dir, exc.strerror or exc),
+                                   jid=jid) from None
+    return result
+
+
+def warning_texts(result):
+    """The warnings a job's module left in its result, as text (ansible-core 2.19 writes them as event records)."""
+    texts = []
+    for warning in (result or {}).get("warnings") or []:
+        if isinstance(warning, dict):
+            event = warning.get("event") if isinstance(warning.get("event"), dict) else warning
+            warning = event.get("msg") or json.dumps(warning, sort_keys=True)
+        texts.append(str(warning))
+    return texts
+
+
 def poll(jid, progress_file=None, async_dir="~/.ansible_async", wait=5.0, interval=0.25, clock=time.monotonic, pause=time.sleep,
-         heartbeat_file=None):
-    """Wait up to ``wait`` seconds for the job to finish; return the module result for job_progress."""
+         heartbeat_file=None, collect_result=False, remove=True):
+    """Wait up to ``wait`` seconds for the job to finish; return the module result for job_progress.
+
+    With ``collect_result``, a finished job's result comes back as ``result`` and its job file is removed (``remove``).
+    """
     if heartbeat_file:
         touch(heartbeat_file)
     async_dir = os.path.expanduser(async_dir)
@@ -71,7 +104,7 @@ def poll(jid, progress_file=None, async_dir="~/.ansible_async", wait=5.0, interv
             break
         pause(min(interval, remaining))
     progress = (read(progress_file) if progress_file else None) or {}
-    return dict(
+    answer = dict(
         changed=False,
         jid=jid,
         finished=finished,
@@ -79,6 +112,9 @@ def poll(jid, progress_file=None, async_dir="~/.ansible_async", wait=5.0, interv
         progress=progress,
         msg=_message(jid, finished, failed, data, progress),
     )
+    if collect_result and finished:
+        answer["result"] = collect(async_dir, jid, data, remove=remove)
+    return answer
 
 
 def _message(jid, finished, failed, data, progress):

@@ -27,6 +27,7 @@ IBM_VPC = dict(
         validate_certs=dict(type="bool", default=True),
         max_retries=dict(type="int", default=4),
         retry_interval=dict(type="float", default=30.0),
+        wait_sleep=dict(type="float"),
         by_id_dir=dict(type="path", default="/dev/disk/by-id"),
         volume_profile=dict(type="str", default="general-purpose"),
         operating_system=dict(type="str"),

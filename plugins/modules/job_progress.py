@@ -17,8 +17,9 @@ description:
     C(until), C(retries) and C(delay=0) polls without sleeping longer than needed.
   - Each poll is one C(runner_retry) event in ansible-runner carrying RV(progress), and one line
     in the play output when the callback plugin C(vmimage.replication.progress) is enabled.
-  - Never changes anything. Use M(ansible.builtin.async_status) afterwards to collect the job's
-    result and to remove its job file.
+  - Never changes anything but the job file it is asked to collect. With O(collect), the poll that sees the job
+    finish returns the job's result and removes its job file, as M(ansible.builtin.async_status) would in two
+    more calls; otherwise use M(ansible.builtin.async_status) afterwards.
 author:
   - vmimage.replication contributors (@vmimage)
 extends_documentation_fragment:
@@ -32,7 +33,7 @@ attributes:
     description: Changes nothing, so there is no difference to show.
   idempotent:
     support: full
-    description: Polling changes nothing; RV(changed) is always false.
+    description: Polling changes nothing; RV(changed) is always false (a collected job file is bookkeeping of the poll).
 options:
   jid:
     description:
@@ -107,6 +108,12 @@ options:
       - V(0) looks once and returns.
     type: float
     default: 5.0
+  collect:
+    description:
+      - When the job has finished, return its result as RV(result) and remove its job file (kept in check mode).
+      - The job's warnings are shown as this task's warnings.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -133,6 +140,16 @@ EXAMPLES = r"""
   ansible.builtin.async_status:
     jid: "{{ convert_job.ansible_job_id }}"
   register: converted
+
+- name: Follow the upload and collect its result in the poll that sees it end
+  vmimage.replication.job_progress:
+    jid: "{{ upload_job.ansible_job_id }}"
+    wait: 5
+    collect: true
+  register: upload_poll
+  until: upload_poll.finished
+  retries: 1500
+  delay: 0
 """
 
 RETURN = r"""
@@ -147,7 +164,9 @@ finished:
   type: bool
   sample: false
 failed_job:
-  description: Whether the job ended with a failure. Collect its error with M(ansible.builtin.async_status).
+  description:
+    - Whether the job ended with a failure.
+    - Its error is the C(msg) of RV(result) with O(collect); else collect it with M(ansible.builtin.async_status).
   returned: success
   type: bool
   sample: false
@@ -165,6 +184,13 @@ progress:
     rate: 83886080
     elapsed: 2.0
     updated: 1795310000.5
+result:
+  description:
+    - With O(collect), once the job has finished, the result of the job's module as M(ansible.builtin.async_status)
+      returns it (without its C(invocation)), with C(finished) and C(ansible_job_id).
+  returned: when O(collect) is true and RV(finished) is true
+  type: dict
+  sample: {changed: true, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", finished: true, ansible_job_id: "j512873046213.81640"}
 changed:
   description: Always false; polling changes nothing.
   returned: always
@@ -188,7 +214,7 @@ import copy
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
-from ansible_collections.vmimage.replication.plugins.module_utils._jobs import poll
+from ansible_collections.vmimage.replication.plugins.module_utils._jobs import poll, warning_texts
 from ansible_collections.vmimage.replication.plugins.module_utils._module import COS_SPEC, ReplicationModule
 from ansible.module_utils.basic import env_fallback
 
@@ -197,6 +223,7 @@ OPTIONS = dict(
     progress_file=dict(type="path"),
     async_dir=dict(type="path", default="~/.ansible_async", fallback=(env_fallback, ["ANSIBLE_ASYNC_DIR"])),
     wait=dict(type="float", default=5.0),
+    collect=dict(type="bool", default=False),
     heartbeat_file=dict(type="path"),
     bucket_heartbeat=dict(type="dict", options=dict(
         bucket=dict(type="str", required=True),
@@ -237,7 +264,9 @@ def _bucket_beat(module):
 def _run(module):
     params = module.params
     result = poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"],
-                  heartbeat_file=params["heartbeat_file"])
+                  heartbeat_file=params["heartbeat_file"], collect_result=params["collect"], remove=not module.check_mode)
+    for warning in warning_texts(result.get("result")):
+        module.ansible.warn(warning)
     if params["bucket_heartbeat"]:
         if not params["heartbeat_file"] or not params["cos"]:
             raise ReplicationError("Failed to refresh the run lock of %s: bucket_heartbeat needs heartbeat_file and cos"

@@ -191,7 +191,7 @@ def controller_sites(tmp_path, s3_server, gated, disk, **extra):
                    replication_lock_store="bucket", replication_lock_heartbeat_every=1,
                    replication_cos=dict(endpoint=gated.endpoint, region=s3_server.region))
     options.update(extra)
-    first = make_site(tmp_path / "a", s3_server, [disk], [SERVER], poll_wait=0.3, extra=options)
+    first = make_site(tmp_path / "a", s3_server, [disk], [SERVER], poll_wait=2, extra=options)
     os.makedirs(tmp_path / "b")
     return first, dataclasses.replace(first, root=str(tmp_path / "b"))
 

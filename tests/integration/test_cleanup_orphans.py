@@ -30,7 +30,7 @@ def small_disk(tmp_path_factory):
 
 @pytest.mark.parametrize("s3_server", ["rclone"], indirect=True)
 def test_cleanup_removes_old_uncatalogued_objects_and_reports_them(tmp_path, s3_server, small_disk):
-    site = make_site(tmp_path, s3_server, [small_disk], [SERVER], poll_wait=0.3)
+    site = make_site(tmp_path, s3_server, [small_disk], [SERVER])
     client = s3_server.client()
     old = "images/%s/%s-20260101-000000.qcow2" % (SERVER, SERVER)
     young = "images/%s/%s-20260102-000000.qcow2" % (SERVER, SERVER)

@@ -68,7 +68,7 @@ def peak_overlap(intervals):
 
 def test_eight_servers_over_two_conversion_hosts_two_at_a_time(tmp_path, s3_seaweedfs, sshd_factory, fleet_disks):
     hosts = [sshd_factory(address) for address in ADDRESSES]
-    site = make_site(tmp_path, s3_seaweedfs, fleet_disks, SERVERS, poll_wait=0.5)
+    site = make_site(tmp_path, s3_seaweedfs, fleet_disks, SERVERS)
     site.write_cos_file()
     try:
         run = run_playbook(PLAYBOOK, fleet_inventory(site, hosts, slots=2), cmdline="--forks 8",

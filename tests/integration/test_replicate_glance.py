@@ -39,7 +39,7 @@ def _sha512_of_file(path):
 def test_replicate_a_disk_into_glance_and_rotate_latest(tmp_path, s3_rclone, openstack_cloud, glance, monkeypatch):  # noqa: F811
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", openstack_cloud.clouds_yaml)  # the modules find the cloud "peer" through it
     disk = build_disk(str(tmp_path / "template.img"), size="32M", fill=0.4)
-    site = make_site(tmp_path / "site", s3_rclone, [disk], [SERVER], poll_wait=0.5,
+    site = make_site(tmp_path / "site", s3_rclone, [disk], [SERVER],
                      extra=dict(replication_target="openstack",
                                 replication_target_options={"openstack": {"cloud": "peer", "region_name": "RegionTwo", "timeout": 120}}))
 

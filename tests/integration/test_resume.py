@@ -44,7 +44,7 @@ def through_proxy(tmp_path, s3_server, proxy, disk, **extra):
     options = dict(replication_part_size_mb=PART_MB, replication_concurrency=2,
                    replication_cos=dict(endpoint=proxy.endpoint, region=s3_server.region))
     options.update(extra)
-    return make_site(tmp_path, s3_server, [disk], [SERVER], poll_wait=0.3, extra=options)
+    return make_site(tmp_path, s3_server, [disk], [SERVER], extra=options)
 
 
 def upload_results(run, host=SERVER):

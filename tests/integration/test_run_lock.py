@@ -58,7 +58,8 @@ def sites(tmp_path, s3_server, gated, disk, **extra):
     options = dict(replication_part_size_mb=5, replication_threads=1, replication_deflate_library="zlib", replication_data_path="stream",
                    replication_cos=dict(endpoint=gated.endpoint, region=s3_server.region))
     options.update(extra)
-    first = make_site(tmp_path / "a", s3_server, [disk], [SERVER], poll_wait=0.3, extra=options)
+    # Polls (each one touches the lock) every 2 s: well inside the abandon_after of the kill and cancel tests (8-10 s).
+    first = make_site(tmp_path / "a", s3_server, [disk], [SERVER], poll_wait=2, extra=options)
     shared = dict(options, replication_work_dir=first.work_dir, replication_snapshot_dir=first.snapshot_dir)
     os.makedirs(tmp_path / "b")
     second = dataclasses.replace(first, root=str(tmp_path / "b"), extra=shared)

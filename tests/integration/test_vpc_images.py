@@ -108,7 +108,8 @@ class Lab:
 
     def params(self, **extra):
         ibm_vpc = dict(api_key=API_KEY, region=REGION, endpoint=self.vpc.service_url(REGION), iam_url=self.vpc.iam_url,
-                       operating_system="debian-12-amd64", cos_region=self.s3.region, max_retries=3, retry_interval=0.05)
+                       operating_system="debian-12-amd64", cos_region=self.s3.region, max_retries=3, retry_interval=0.05,
+                       wait_sleep=0.05)
         ibm_vpc.update(extra.pop("ibm_vpc", {}))
         return dict({"target": "ibm_vpc", "server": self.server, "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/",
                      "ibm_vpc": ibm_vpc, "wait_timeout": 60, "wait_sleep": 0.05}, **extra)
@@ -414,7 +415,7 @@ def test_an_import_past_wait_timeout_is_deleted_and_says_so(lab, qcow2):
 def test_image_import_module_with_target_ibm_vpc_runs_four_ways_and_never_shows_the_key(lab, qcow2):
     from tests.harness import run_module
     args = dict(lab.params(), key=lab.upload(T1, qcow2(8)), snapshot_time=T1, keep_last=2)
-    for unknown_to_the_module in ("wait_sleep", "wait_timeout"):  # image_import has no wait options (the adapter waits 1800 s, polls every 2 s)
+    for unknown_to_the_module in ("wait_sleep", "wait_timeout"):  # image_import has no wait options of its own (ibm_vpc.wait_sleep paces it)
         args.pop(unknown_to_the_module, None)
     preview = run_module("image_import", args, check_mode=True)
     assert not preview.get("failed"), preview

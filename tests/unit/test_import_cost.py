@@ -45,7 +45,7 @@ def test_the_probe_sees_an_sdk_the_adapter_loads():
     assert {"ibm_vpc", "ibm_cloud_sdk_core"} <= set(loaded_after("from %s.module_utils import _ibm_vpc_client" % PACKAGE))
 
 
-@pytest.mark.parametrize("module", ["run_lock", "job_progress", "host_slot", "qemu_convert", "powervc_export", "server_info", "snapshot",
+@pytest.mark.parametrize("module", ["run_lock", "job_progress", "host_slot", "run_dir", "qemu_convert", "powervc_export", "server_info", "snapshot",
                                     "snapshot_info", "volume_attach"])
 def test_a_module_that_may_run_without_a_cloud_loads_no_sdk_until_it_needs_one(module):
     # run_lock and job_progress reach the bucket only for its lock (store bucket, bucket_heartbeat when due); qemu_convert

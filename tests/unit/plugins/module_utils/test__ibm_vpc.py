@@ -182,3 +182,20 @@ def test_images_of_the_server_are_told_by_name_and_the_latest_by_its_record(monk
     assert manifest["latest"] == "web01-20260302-120000" and len(manifest["images"]) == 2
     # a latest the record does not describe falls back to its creation time
     assert target.entries({"id": "other"})[1]["name"] == "web01-20260302-130500"
+
+
+@pytest.mark.parametrize("params, wanted", [
+    ({"ibm_vpc": {"wait_sleep": 0.05}, "wait_sleep": 5.0}, 0.05),  # the connection's own pace first
+    ({"ibm_vpc": {"wait_sleep": None}, "wait_sleep": 5.0}, 5.0),   # then the module's option
+    ({"ibm_vpc": {}}, 2.0),                                        # then two seconds
+])
+def test_waits_look_at_the_pace_the_options_set(monkeypatch, params, wanted):
+    seen = {}
+
+    def wait_until(probe, timeout, sleep, failure_states=(), what=""):
+        seen["sleep"] = sleep
+        return {"status": "stable"}
+
+    monkeypatch.setattr(vpcc._wait, "wait_until", wait_until)  # pylint: disable=protected-access
+    assert vpcc.wait(lambda: (True, {}), params, "snapshot s1", (), "copy the snapshot") == {"status": "stable"}
+    assert seen["sleep"] == wanted

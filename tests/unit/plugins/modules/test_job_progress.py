@@ -97,3 +97,44 @@ def test_result_matches_its_documentation(tmp_path, module_runner):
     write_job(tmp_path, "j1.1", RUNNING)
     result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0))
     assert_return_contract("job_progress", result, expect=["jid", "finished", "failed_job", "progress"])
+
+
+def test_collect_returns_the_finished_jobs_result_and_removes_its_file(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"changed": True, "sha256": "ab" * 32, "invocation": {"module_args": {"src": "/x"}}})
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0, collect=True))
+    assert result["finished"] is True and result["changed"] is False
+    assert result["result"] == {"changed": True, "sha256": "ab" * 32, "finished": True, "ansible_job_id": "j1.1"}
+    assert not (tmp_path / "j1.1").exists()
+    from tests.contract import assert_return_contract
+
+    assert_return_contract("job_progress", result, expect=["result"])
+
+
+def test_collect_of_a_failed_job_carries_its_message(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"failed": True, "msg": "Timeout exceeded"})
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0, collect=True))
+    assert result["failed_job"] is True
+    assert result["result"]["msg"] == "Timeout exceeded"
+    assert not (tmp_path / "j1.1").exists()
+
+
+def test_collect_leaves_a_running_job_alone(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", RUNNING)
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0, collect=True))
+    assert result["finished"] is False and "result" not in result
+    assert (tmp_path / "j1.1").exists()
+
+
+def test_collect_in_check_mode_keeps_the_job_file(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"changed": False})
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0, collect=True), check_mode=True)
+    assert result["result"]["finished"] is True
+    assert (tmp_path / "j1.1").exists()
+
+
+def test_collected_warnings_of_the_job_become_the_polls(tmp_path):
+    from ansible_collections.vmimage.replication.plugins.module_utils._jobs import warning_texts
+
+    as_written = {"warnings": ["plain text", {"event": {"msg": "as an event record"}}, {"other": 1}]}
+    assert warning_texts(as_written) == ["plain text", "as an event record", '{"other": 1}']
+    assert warning_texts(None) == [] and warning_texts({}) == []
