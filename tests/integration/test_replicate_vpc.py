@@ -71,8 +71,8 @@ class VpcSite(Site):
             handle.write("vpc_api_key: %s\n" % API_KEY)
 
     def inventory(self, **extra_vars):
-        # The emulator moves a state within its delay (0.1 s): looking every 0.05 s instead of every 2 s.
-        vpc = dict(api_key="{{ vpc_api_key }}", iam_url=self.emu.iam_url, max_retries=3, retry_interval=0.05, wait_sleep=0.05)
+        # The emulator moves a state within its delay (0.1 s): looking every 0.2 s instead of every 2 s.
+        vpc = dict(api_key="{{ vpc_api_key }}", iam_url=self.emu.iam_url, max_retries=3, retry_interval=0.05, wait_sleep=0.2)
         group_vars = dict(
             replication_conversion_host="localhost",
             replication_attach_host="conversion-host",

@@ -33,7 +33,7 @@ class Site:
         self.boot = inst["boot_volume_attachment"]["volume"]["id"]
         emu.write_volume(self.boot, b"\x07" * 1024 * 1024)
         self.vpc = dict(region=REGION, endpoint=emu.service_url(REGION), iam_url=emu.iam_url, max_retries=2, retry_interval=0.05,
-                        by_id_dir=emu.by_id_path, wait_sleep=0.05)
+                        by_id_dir=emu.by_id_path, wait_sleep=0.2)
 
     def adapter(self):
         return _providers.source({"provider": "ibm_vpc", "ibm_vpc": dict(self.vpc, api_key=self.emu.api_key_for_tests),

@@ -109,7 +109,7 @@ class Lab:
     def params(self, **extra):
         ibm_vpc = dict(api_key=API_KEY, region=REGION, endpoint=self.vpc.service_url(REGION), iam_url=self.vpc.iam_url,
                        operating_system="debian-12-amd64", cos_region=self.s3.region, max_retries=3, retry_interval=0.05,
-                       wait_sleep=0.05)
+                       wait_sleep=0.2)
         ibm_vpc.update(extra.pop("ibm_vpc", {}))
         return dict({"target": "ibm_vpc", "server": self.server, "cos": self.s3.cos(), "bucket": self.bucket, "prefix": "images/",
                      "ibm_vpc": ibm_vpc, "wait_timeout": 60, "wait_sleep": 0.05}, **extra)

@@ -36,7 +36,7 @@ class Site:
 
     def vpc(self, region):
         return dict(region=region, endpoint=self.emu.service_url(region), iam_url=self.emu.iam_url, max_retries=2, retry_interval=0.05,
-                    wait_sleep=0.05)
+                    wait_sleep=0.2)
 
     def dr(self):
         return _providers.source({"provider": "ibm_vpc", "ibm_vpc": dict(self.vpc(DR), api_key=self.emu.api_key_for_tests),

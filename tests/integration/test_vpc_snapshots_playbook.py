@@ -31,7 +31,7 @@ class Site:
             inst = emu.seed_instance(REGION, name=name, zone=ZONE)
             self.boot[name] = inst["boot_volume_attachment"]["volume"]["id"]
         self.vpc = dict(region=REGION, endpoint=emu.service_url(REGION), iam_url=emu.iam_url, max_retries=2, retry_interval=0.05,
-                        wait_sleep=0.05)
+                        wait_sleep=0.2)
 
     def adapter(self):
         return _providers.source({"provider": "ibm_vpc", "ibm_vpc": dict(self.vpc, api_key=self.emu.api_key_for_tests),
