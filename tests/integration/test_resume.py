@@ -48,11 +48,12 @@ def through_proxy(tmp_path, s3_server, proxy, disk, **extra):
 
 
 def upload_results(run, host=SERVER):
-    """Results of the upload module (image_upload or cos_upload) of ``host``, read from the runner events."""
+    """Results of the upload module (image_upload or cos_upload) of ``host``, read from the runner events: the job's
+    result as the poll that saw the stage end collected it (job_progress ``result``)."""
     found = []
     for item in sorted(run.events, key=lambda event: event.get("counter", 0)):
         data = item.get("event_data", {})
-        res = data.get("res") or {}
+        res = (data.get("res") or {}).get("result") or {}
         if item.get("event") == "runner_on_ok" and data.get("host") == host and "resumed_parts" in res and "uploaded_bytes" in res:
             found.append(res)
     return found
