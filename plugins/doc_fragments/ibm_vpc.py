@@ -53,7 +53,8 @@ options:
         description:
           - Seconds between two looks at what a call waits for (a snapshot becoming stable, a volume available, an attachment
             attached, an image available, a deletion).
-          - Default the module's own O(ignore:wait_sleep) where it has one, else V(2).
+          - Used by the modules that have no O(ignore:wait_sleep) of their own (for example M(vmimage.replication.snapshot),
+            M(vmimage.replication.volume_attach), M(vmimage.replication.image_import)); a module's own O(ignore:wait_sleep) wins. Default V(2).
         type: float
       by_id_dir:
         description:

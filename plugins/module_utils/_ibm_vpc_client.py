@@ -178,7 +178,10 @@ def iso(value):
 
 def wait(probe, params, what, failure_states, action):
     """``_wait.wait_until`` bounded by wait_timeout / wait_sleep, its failures as ReplicationErrors naming ``what``."""
-    sleep = (params.get("ibm_vpc") or {}).get("wait_sleep") or params.get("wait_sleep") or 2.0
+    # A module's own wait_sleep first (snapshot_copy's copies take hours: 15 s); the connection's paces the rest.
+    sleep = params.get("wait_sleep") or (params.get("ibm_vpc") or {}).get("wait_sleep") or 2.0
+    if sleep < 0:
+        raise ReplicationError("Failed to %s: wait_sleep is %s; give a number of seconds above 0" % (action, sleep))
     try:
         return _wait.wait_until(probe, params.get("wait_timeout") or 1800, sleep, failure_states=failure_states, what=what)
     except FailedState as exc:

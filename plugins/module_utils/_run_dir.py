@@ -42,8 +42,8 @@ def make(path, mark=None, check_mode=False):
                 handle.write(mark + "\n")
             os.replace(temp, os.path.join(path, MARK))
     except OSError as exc:
-        raise ReplicationError("Failed to prepare the run directory %s: %s; check that its parent (replication_work_dir) exists"
-                               " and is writable" % (path, exc.strerror or exc)) from None
+        raise ReplicationError("Failed to prepare the run directory %s: %s; check that replication_work_dir is a writable"
+                               " directory and that nothing else has this path" % (path, exc.strerror or exc)) from None
     return marked, changed
 
 
@@ -53,7 +53,10 @@ def remove(path, check_mode=False):
         return False
     if not check_mode:
         try:
-            shutil.rmtree(path)
+            if os.path.islink(path) or not os.path.isdir(path):
+                os.unlink(path)  # never follow a link out of the work dir
+            else:
+                shutil.rmtree(path)
         except OSError as exc:
             raise ReplicationError("Failed to remove the run directory %s: %s" % (path, exc.strerror or exc)) from None
     return True

@@ -263,14 +263,15 @@ def _bucket_beat(module):
 
 def _run(module):
     params = module.params
+    # Refused before the poll: a poll that collects a finished job removes its job file.
+    if params["bucket_heartbeat"] and (not params["heartbeat_file"] or not params["cos"]):
+        raise ReplicationError("Failed to refresh the run lock of %s: bucket_heartbeat needs heartbeat_file and cos"
+                               % params["bucket_heartbeat"]["server"])
     result = poll(params["jid"], progress_file=params["progress_file"], async_dir=params["async_dir"], wait=params["wait"],
                   heartbeat_file=params["heartbeat_file"], collect_result=params["collect"], remove=not module.check_mode)
     for warning in warning_texts(result.get("result")):
         module.ansible.warn(warning)
     if params["bucket_heartbeat"]:
-        if not params["heartbeat_file"] or not params["cos"]:
-            raise ReplicationError("Failed to refresh the run lock of %s: bucket_heartbeat needs heartbeat_file and cos"
-                                   % params["bucket_heartbeat"]["server"])
         result["bucket_heartbeat"] = _bucket_beat(module)
     return result
 

@@ -185,9 +185,10 @@ def test_images_of_the_server_are_told_by_name_and_the_latest_by_its_record(monk
 
 
 @pytest.mark.parametrize("params, wanted", [
-    ({"ibm_vpc": {"wait_sleep": 0.05}, "wait_sleep": 5.0}, 0.05),  # the connection's own pace first
-    ({"ibm_vpc": {"wait_sleep": None}, "wait_sleep": 5.0}, 5.0),   # then the module's option
-    ({"ibm_vpc": {}}, 2.0),                                        # then two seconds
+    ({"ibm_vpc": {"wait_sleep": 0.05}, "wait_sleep": 15.0}, 15.0),  # a module's own pace first (snapshot_copy: hours-long copies)
+    ({"ibm_vpc": {"wait_sleep": 0.05}}, 0.05),                      # the connection's for a module without one
+    ({"ibm_vpc": {"wait_sleep": None}, "wait_sleep": 5.0}, 5.0),
+    ({"ibm_vpc": {}}, 2.0),                                         # then two seconds
 ])
 def test_waits_look_at_the_pace_the_options_set(monkeypatch, params, wanted):
     seen = {}
@@ -199,3 +200,9 @@ def test_waits_look_at_the_pace_the_options_set(monkeypatch, params, wanted):
     monkeypatch.setattr(vpcc._wait, "wait_until", wait_until)  # pylint: disable=protected-access
     assert vpcc.wait(lambda: (True, {}), params, "snapshot s1", (), "copy the snapshot") == {"status": "stable"}
     assert seen["sleep"] == wanted
+
+
+def test_a_negative_wait_sleep_is_refused_naming_the_option():
+    with pytest.raises(ReplicationError) as info:
+        vpcc.wait(lambda: (True, {}), {"ibm_vpc": {"wait_sleep": -1.0}}, "snapshot s1", (), "take the snapshot")
+    assert info.value.msg == "Failed to take the snapshot: wait_sleep is -1.0; give a number of seconds above 0"

@@ -138,3 +138,11 @@ def test_collected_warnings_of_the_job_become_the_polls(tmp_path):
     as_written = {"warnings": ["plain text", {"event": {"msg": "as an event record"}}, {"other": 1}]}
     assert warning_texts(as_written) == ["plain text", "as an event record", '{"other": 1}']
     assert warning_texts(None) == [] and warning_texts({}) == []
+
+
+def test_a_bad_bucket_heartbeat_is_refused_before_a_finished_job_is_collected(tmp_path, module_runner):
+    write_job(tmp_path, "j1.1", {"changed": True})
+    beat = dict(bucket="b", server="web01", token="t", protocol="conditional")
+    result = module_runner("job_progress", dict(jid="j1.1", async_dir=str(tmp_path), wait=0, collect=True, bucket_heartbeat=beat))
+    assert result["failed"] is True and "bucket_heartbeat needs heartbeat_file and cos" in result["msg"]
+    assert (tmp_path / "j1.1").exists()  # its result can still be collected

@@ -71,3 +71,13 @@ def test_result_matches_its_documentation(tmp_path, module_runner):
 
     result = module_runner("run_dir", dict(path=str(tmp_path / "run"), mark="m"))
     assert_return_contract("run_dir", result, expect=["path", "marked"])
+
+
+def test_absent_removes_a_link_not_what_it_points_to(tmp_path, module_runner):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the run's")
+    link = tmp_path / "run"
+    link.symlink_to(elsewhere)
+    assert module_runner("run_dir", dict(path=str(link), state="absent"))["changed"] is True
+    assert not os.path.lexists(link) and (elsewhere / "keep.txt").read_text() == "not the run's"
