@@ -15,6 +15,7 @@ import json
 import os
 import time
 
+from ansible_collections.vmimage.replication.plugins.module_utils import _files
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 from ansible_collections.vmimage.replication.plugins.module_utils._progress import describe, read
 
@@ -67,9 +68,7 @@ def collect(async_dir, jid, data, remove=True):
     result.update(finished=True, ansible_job_id=jid)
     if remove:
         try:
-            os.unlink(os.path.join(async_dir, jid))
-        except FileNotFoundError:
-            pass
+            _files.remove(os.path.join(async_dir, jid))
         except OSError as exc:
             raise ReplicationError("Failed to remove the job file of async job %s in %s: %s" % (jid, async_dir, exc.strerror or exc),
                                    jid=jid) from None
