@@ -113,10 +113,11 @@ def _try(directory, slots, record, stale_after, clock):
 
 
 def acquire(directory, slots, server, lock, token, wait=3600.0, stale_after=900.0,
-            clock=time.time, pause=time.sleep, interval=1.0):
+            clock=time.time, pause=time.sleep, interval=1.0, keepalive=None, keepalive_every=300.0):
     """Take one of ``slots`` slots for the run of ``server`` holding ``lock`` with ``token``.
 
     Returns ``(index, waited)``. Raises naming the runs that hold every slot when none frees within ``wait``.
+    ``keepalive`` (no arguments) is called every ``keepalive_every`` seconds of waiting: the run's other locks.
     """
     if slots < 1:
         raise ReplicationError("Failed to take a conversion host slot: slots must be at least 1, not %s"
@@ -130,7 +131,7 @@ def acquire(directory, slots, server, lock, token, wait=3600.0, stale_after=900.
     except OSError as exc:
         raise ReplicationError("Failed to take a conversion host slot: cannot create %s: %s" % (slot_dir(directory), exc)) from None
     record = dict(server=server, lock=lock, token=token, taken=clock())
-    started = clock()
+    started = beaten = clock()
     deadline = started + max(0.0, wait)
     while True:
         # Waiting is part of the run: keep its lock's heartbeat, so a long wait never makes it look abandoned.
@@ -153,6 +154,9 @@ def acquire(directory, slots, server, lock, token, wait=3600.0, stale_after=900.
                     sorted(r.get("server", "?") for r in busy.values())) or "runs that just ended"),
                 server=server)
         pause(max(0.0, min(interval, deadline - clock())))
+        if keepalive is not None and clock() - beaten >= keepalive_every:
+            keepalive()
+            beaten = clock()
 
 
 def held_by(directory, token):

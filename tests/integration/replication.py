@@ -45,6 +45,8 @@ class Site:
     # while a stage runs. Tests that want progress records while a stage runs, or a quick heartbeat, ask for less.
     poll_wait: float = 3.0
     extra: dict = dataclasses.field(default_factory=dict)
+    # Variables of single servers (host vars), over the group's.
+    host_vars: dict = dataclasses.field(default_factory=dict)
 
     @property
     def work_dir(self):
@@ -69,7 +71,7 @@ class Site:
             json.dump(dict(access_key_id=self.s3.access_key_id, secret_access_key=self.s3.secret_access_key), handle)
 
     def inventory(self, **extra_vars):
-        hosts = {name: {"replication_volume": path} for name, path in self.disks.items()}
+        hosts = {name: dict({"replication_volume": path}, **self.host_vars.get(name, {})) for name, path in self.disks.items()}
         group_vars = dict(
             replication_conversion_host="localhost",
             replication_snapshot_dir=self.snapshot_dir,

@@ -171,6 +171,44 @@ def test_module_takes_fails_naming_the_holder_and_releases_only_by_token(s3_serv
     assert released["changed"] and keys(s3_server, bucket) == []
 
 
+def test_store_both_takes_the_two_in_one_task_and_gives_back_the_bucket_lock_when_the_host_lock_is_held(
+        s3_server, bucket, module_runner, tmp_path):
+    work = str(tmp_path / "work")
+    both = lock_args(s3_server, bucket, store="both", dir=work)
+    host_file = os.path.join(work, "web01.lock")
+    # Check mode takes nothing; then one task takes the bucket lock and the host lock with one token.
+    planned = module_runner("run_lock", both, check_mode=True)
+    assert not planned.get("failed") and planned["changed"], planned
+    assert keys(s3_server, bucket) == [] and not os.path.exists(host_file)
+    first = module_runner("run_lock", both)
+    assert not first.get("failed") and first["changed"] and first["store"] == "both", first
+    assert first["path"] == host_file and first["object"] == "s3://%s/%s" % (bucket, KEY), first
+    assert first["protocol"] == {"seaweedfs": "conditional", "rclone": "claims"}[s3_server.kind]
+    assert first["holder"]["token"] == first["bucket_holder"]["token"] == first["token"], first
+    assert _bucket_lock.holder(client_of(s3_server), bucket, KEY, 900)["token"] == first["token"]
+    assert json.loads(open(host_file).read())["token"] == first["token"]
+    # Taking it again with the token is no change; releasing with it frees both.
+    again = module_runner("run_lock", dict(both, token=first["token"]))
+    assert not again.get("failed") and not again["changed"], again
+    released = module_runner("run_lock", dict(both, token=first["token"], state="absent"))
+    assert not released.get("failed") and released["changed"], released
+    assert keys(s3_server, bucket) == [] and not os.path.exists(host_file)
+    # Another run holds only the host lock (a store=host run on this conversion host): the task fails naming it, and
+    # the bucket lock it took on the way is given back.
+    other = module_runner("run_lock", dict(server=SERVER, dir=work, controller="awx-9"))
+    assert not other.get("failed") and other["changed"], other
+    refused = module_runner("run_lock", both)
+    assert refused.get("failed"), refused
+    assert "another run %s from awx-9" % other["token"] in refused["msg"] and host_file in refused["msg"], refused
+    assert keys(s3_server, bucket) == []
+    assert json.loads(open(host_file).read())["token"] == other["token"]
+    assert s3_server.secret_access_key not in str(refused)
+    # Releasing needs the token; without dir, store=both says what is missing.
+    assert "token is required" in module_runner("run_lock", dict(both, state="absent"))["msg"]
+    missing = module_runner("run_lock", lock_args(s3_server, bucket, store="both"))
+    assert missing.get("failed") and "dir" in missing["msg"], missing
+
+
 def test_module_failures_name_what_to_fix_and_never_the_secret(s3_server, bucket, module_runner):
     missing = module_runner("run_lock", dict(server=SERVER, store="bucket", bucket=bucket))
     assert missing.get("failed") and "cos" in missing["msg"], missing

@@ -12,7 +12,8 @@ from tests.peers.runner import run_playbook
 
 ADDRESSES = ("127.0.0.2", "127.0.0.3")
 SERVERS = ["srv%02d" % index for index in range(int(os.environ.get("VMI_FLEET_SERVERS", "8")))]
-TAKE, FREE = "Take a slot of the conversion host", "Free the slot of the conversion host"
+# The run lock task takes the slot after the lock; the release task frees it first.
+TAKE, FREE = "Take the server's run lock", "Release the server's run lock"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def hold_intervals(run):
         if task == TAKE and item["event"] == "runner_on_ok":
             res = data.get("res") or {}
             where = (res.get("_ansible_delegated_vars") or {}).get("ansible_host")
-            taken[host] = (where, res.get("slot"), res.get("waited"), item["created"])
+            taken[host] = (where, res.get("slot"), res.get("slot_waited"), item["created"])
         elif task == FREE and item["event"] == "runner_on_start":
             freeing[host] = item["created"]
     return {host: (taken[host], freeing.get(host)) for host in taken}

@@ -179,16 +179,23 @@ def test_broken_server_fails_alone(tmp_path, s3_rclone, disk_templates):
     with open(corrupt, "wb") as handle:
         handle.write(b"QFI\xfb" + struct.pack(">I", 3) + b"\xff" * 64 + b"\0" * (1 << 20))
     site.disks["corrupt01"] = corrupt
+    # A server whose inventory names no bucket (replication_mode image needs one): it fails first, having made nothing.
+    site.disks["nobucket01"] = site.disks["web01"]
+    site.host_vars["nobucket01"] = dict(replication_bucket="")
     run = site.run()
     assert run.status == "failed"
     results = summary(run)
+    assert results["nobucket01"]["status"] == "failed"
+    assert results["nobucket01"]["error"].startswith("replication_bucket is not set: replication_mode image"), results["nobucket01"]
+    assert not [name for name in os.listdir(site.work_dir) if name.startswith("nobucket01")]
+    assert not [name for name in os.listdir(site.snapshot_dir) if name.startswith("nobucket01")]
     assert results["web01"]["status"] == "replicated"
     assert results["broken01"]["status"] == "failed"
     assert missing in results["broken01"]["error"], results["broken01"]
     assert results["corrupt01"]["status"] == "failed"
     assert results["corrupt01"]["error"].startswith("Failed to "), results["corrupt01"]
     assert "corrupt01" in (run.stats.get("failures") or {})
-    assert "broken01" in (run.stats.get("failures") or {})
+    assert "broken01" in (run.stats.get("failures") or {}) and "nobucket01" in (run.stats.get("failures") or {})
     assert "web01" not in (run.stats.get("failures") or {})
     assert re.search(r"broken01: FAILED: .*%s" % re.escape(missing), run.stdout), run.stdout
     assert site.leftovers() == {}

@@ -101,3 +101,17 @@ def test_waiting_keeps_the_run_lock_alive(tmp_path):
     with pytest.raises(ReplicationError, match="slots of this conversion host stayed busy"):
         _host_slots.acquire(str(tmp_path), 1, "web02", *second, wait=0.2, interval=0.05)
     assert _run_lock.read(second[0])["age"] < 60
+
+
+def test_a_long_wait_calls_keepalive_every_so_often_and_still_fails_after_the_whole_wait(tmp_path):
+    first, second = _run(tmp_path, "web01"), _run(tmp_path, "web02")
+    _host_slots.acquire(str(tmp_path), 1, "web01", *first, wait=0)
+    now = [time.time()]
+    beats = []
+    with pytest.raises(ReplicationError) as err:
+        _host_slots.acquire(str(tmp_path), 1, "web02", *second, wait=10, clock=lambda: now[0],
+                            pause=lambda seconds: now.__setitem__(0, now[0] + seconds), keepalive=lambda: beats.append(now[0]),
+                            keepalive_every=3)
+    # 10 s of waiting in 1 s pauses: a beat at 3, 6 and 9 s; the error names the whole wait.
+    assert len(beats) == 3 and "stayed busy for 10s" in err.value.msg, (beats, err.value.msg)
+    assert _host_slots.held_by(str(tmp_path), second[1]) is None
