@@ -52,9 +52,9 @@ has_stage() {
 
 # Wait for the static checks started beside unit; show their output; note the ones that failed.
 collect_static() {
-  [ -n "${static_pid:-}" ] || return 0
-  wait "$static_pid"
-  static_pid=
+  [ "${#static_pids[@]}" -gt 0 ] || return 0
+  wait "${static_pids[@]}"
+  static_pids=()
   local stage
   for stage in "${static[@]}"; do
     cat "$static_tmp/$stage.log"
@@ -62,9 +62,18 @@ collect_static() {
   done
 }
 
+# An interrupted run (Ctrl-C, a CI timeout) takes the static checks with it: each runs in a process group of its own.
+stop_static() {
+  local group
+  for group in "${static_pids[@]}"; do kill -TERM -- "-$group" 2>/dev/null; done
+}
+static_pids=()
+trap 'stop_static; exit 130' INT TERM
+
 failed=()
-# The static checks (about one core) run beside the unit tests (under one core: they mostly wait), one after the
-# other, in a temporary directory of their own; their output is shown once they end, in stage order.
+# The static checks run beside the unit tests (which mostly wait), each at once (lint is short, sanity the long pole:
+# 284 s against unit's 224 s on a fresh clone, lint 28 s after it), each in a temporary directory of its own; their
+# output is shown once they end, in stage order.
 static=()
 if has_stage unit; then
   for stage in sanity lint; do has_stage "$stage" && static+=("$stage"); done
@@ -72,14 +81,17 @@ fi
 if [ "${#static[@]}" -gt 0 ]; then
   static_tmp="$root/.build/tmp-static"
   rm -rf "$static_tmp" && mkdir -p "$static_tmp"
-  (
-    export TMPDIR="$static_tmp"
-    for stage in "${static[@]}"; do
+  set -m
+  for stage in "${static[@]}"; do
+    (
+      export TMPDIR="$static_tmp/$stage"
+      mkdir -p "$TMPDIR"
       timed_stage "$stage" > "$static_tmp/$stage.log" 2>&1
       echo $? > "$static_tmp/$stage.rc"
-    done
-  ) &
-  static_pid=$!
+    ) &
+    static_pids+=($!)
+  done
+  set +m
   echo "=== ${static[*]} run beside unit (output below once they end)"
 fi
 for stage in "${stages[@]}"; do

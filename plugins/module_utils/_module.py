@@ -11,11 +11,17 @@ typed errors to ``fail_json``. Secrets are declared ``no_log`` here, once.
 from __future__ import annotations
 
 import copy
+import importlib
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
-from ansible_collections.vmimage.replication.plugins.module_utils import _providers
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import MissingDependency, ReplicationError
+
+# The adapter registry, imported by name only when a module asks for the "catalog" or "provider" group. Ansible ships a
+# module with the module_utils its source names; a module that uses an adapter imports _providers itself, and every
+# other module (locks, polls, uploads) is built and shipped without the adapters: at each playbook run, each module type
+# is packaged once, and parsing the adapters cost about 0.1 s of CPU per package.
+_PROVIDERS = "ansible_collections.vmimage.replication.plugins.module_utils._providers"
 
 COS_OPTIONS = dict(
     endpoint=dict(type="str", required=True, fallback=(env_fallback, ["COS_ENDPOINT", "AWS_ENDPOINT_URL"])),
@@ -44,17 +50,10 @@ COS_SPEC = dict(
     ),
 )
 
-# The server's place in the target image library (doc fragment vmimage.replication.catalog); the options of
-# every target adapter (_providers.TARGETS) are added by argument_spec().
+# The server's place in the target image library (doc fragment vmimage.replication.catalog); ``target`` (a choice of
+# _providers.TARGETS) and the options of every target adapter are added by argument_spec().
 CATALOG_SPEC = dict(
-    target=dict(type="str", choices=sorted(_providers.TARGETS), default="bucket_catalog"),
     server=dict(type="str", required=True),
-)
-
-# The source cloud (doc fragment vmimage.replication.provider); the options of every source adapter
-# (_providers.SOURCES) are added by argument_spec().
-PROVIDER_SPEC = dict(
-    provider=dict(type="str", choices=sorted(_providers.SOURCES), default="local"),
 )
 
 PROGRESS_SPEC = dict(progress_file=dict(type="path"))
@@ -65,17 +64,25 @@ WAIT_SPEC = dict(
     wait_sleep=dict(type="float", default=2.0),
 )
 
-_GROUPS = {"cos": COS_SPEC, "catalog": CATALOG_SPEC, "provider": PROVIDER_SPEC, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
-# Groups that also carry the options of the adapters of a registry (read when a module is built: the adapters import this file).
-_ADAPTERS = {"catalog": _providers.TARGETS, "provider": _providers.SOURCES}
+_GROUPS = {"cos": COS_SPEC, "catalog": CATALOG_SPEC, "provider": {}, "progress": PROGRESS_SPEC, "wait": WAIT_SPEC}
+
+
+def _adapter_group(group):
+    """The options of every adapter of the group's registry, and the option that chooses one."""
+    providers = importlib.import_module(_PROVIDERS)
+    if group == "catalog":
+        registry, choice = providers.TARGETS, dict(target=dict(type="str", choices=sorted(providers.TARGETS), default="bucket_catalog"))
+    else:
+        registry, choice = providers.SOURCES, dict(provider=dict(type="str", choices=sorted(providers.SOURCES), default="local"))
+    return dict(providers.provider_options(registry), **choice)
 
 
 def argument_spec(own, *groups):
     """Return ``own`` merged with the named shared option groups ("cos", "catalog", "provider", "progress", "wait")."""
     spec = {}
     for group in groups:
-        if group in _ADAPTERS:
-            spec.update(_providers.provider_options(_ADAPTERS[group]))
+        if group in ("catalog", "provider"):
+            spec.update(_adapter_group(group))
         spec.update(copy.deepcopy(_GROUPS[group]))
     spec.update(own)
     return spec

@@ -50,8 +50,9 @@ _PACKAGE = "ansible_collections.vmimage.replication.plugins.module_utils"
 
 def _bundle():
     """Never called. Ansible ships a module with the module_utils its source imports by name, not those found at run time
-    with importlib: naming every adapter here puts them all in every module's payload (imports below the top level are
-    optional to Ansible's packager, so an adapter not written yet does not break the others)."""
+    with importlib: naming every adapter here puts them all in the payload of every module that imports this file (every
+    module with a source or target option; imports below the top level are optional to Ansible's packager, so an adapter
+    not written yet does not break the others)."""
     # pylint: disable=import-outside-toplevel,unused-import
     from ansible_collections.vmimage.replication.plugins.module_utils import _local_provider, _bucket_catalog  # noqa: F401
     from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc  # noqa: F401
