@@ -159,6 +159,15 @@ def acquire(directory, slots, server, lock, token, wait=3600.0, stale_after=900.
             beaten = clock()
 
 
+def would_take(directory, slots, token, stale_after):
+    """The slot ``token`` holds, else the first free one, else None: what acquire would give now (check mode)."""
+    held = held_by(directory, token)
+    if held is not None:
+        return held
+    busy = holders(directory, slots, stale_after)
+    return next((index for index in range(slots) if index not in busy), None)
+
+
 def held_by(directory, token):
     """Index of the slot ``token`` holds, or None."""
     for index, record in _records(directory):

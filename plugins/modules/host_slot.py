@@ -129,9 +129,7 @@ def _run(module):
         raise ReplicationError("Failed to take a conversion host slot: slots must be 1 or more (got %s)" % params["slots"])
     if module.check_mode:
         held = _host_slots.held_by(params["dir"], params["token"])
-        busy = _host_slots.holders(params["dir"], params["slots"], params["stale_after"])
-        free = [i for i in range(params["slots"]) if i not in busy]
-        index = held if held is not None else (free[0] if free else None)
+        index = _host_slots.would_take(params["dir"], params["slots"], params["token"], params["stale_after"])
         return dict(changed=held is None and index is not None, slot=index, waited=0.0, busy=_busy(params))
     held = _host_slots.held_by(params["dir"], params["token"])
     index, waited = _host_slots.acquire(params["dir"], params["slots"], params["server"] or "?", params["lock"],

@@ -333,11 +333,9 @@ def _take_slot(module, token, locked):
     """(index, seconds waited) of the slot taken for the run that holds ``locked`` (check mode: the one it would take)."""
     params = module.params
     directory = params["dir"]
-    held = _host_slots.held_by(directory, token)
     if module.check_mode:
-        busy = _host_slots.holders(directory, params["slots"], params["stale_after"])
-        free = [index for index in range(params["slots"]) if index not in busy]
-        return (held if held is not None else (free[0] if free else None)), 0.0
+        return _host_slots.would_take(directory, params["slots"], token, params["stale_after"]), 0.0
+    held = _host_slots.held_by(directory, token)
     if held is not None:
         return held, 0.0
     # With the bucket lock too, a long wait refreshes it every third of stale_after (the host lock's heartbeat is kept by

@@ -209,6 +209,34 @@ def test_store_both_takes_the_two_in_one_task_and_gives_back_the_bucket_lock_whe
     assert missing.get("failed") and "dir" in missing["msg"], missing
 
 
+def test_a_slot_wait_keeps_the_bucket_lock_fresh_and_a_failed_wait_gives_it_back(s3_server, bucket, module_runner, tmp_path):
+    work = str(tmp_path / "work")
+    # Another live run holds the host's only slot (its lock's heartbeat kept by a thread, as its polls would).
+    other = module_runner("run_lock", dict(server="db01", dir=work, slots=1, controller="awx-9"))
+    assert not other.get("failed") and other["slot"] == 0, other
+    beats, done = [], threading.Event()
+
+    def watch():
+        while not done.wait(0.2):
+            os.utime(other["path"])
+            held = _bucket_lock.holder(client_of(s3_server), bucket, KEY, 900)
+            if held:
+                beats.append(held["heartbeat"])
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        # stale_after 3: the bucket lock is refreshed every second of the 2.5 s wait for a slot.
+        refused = module_runner("run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=2.5, stale_after=3))
+    finally:
+        done.set()
+        watcher.join()
+    assert refused.get("failed") and "db01" in refused["msg"] and "replication_host_slots" in refused["msg"], refused
+    assert len(set(beats)) >= 2, beats
+    # Nothing of the failed task is left: no bucket lock, no host lock of web01; the other run keeps its slot.
+    assert keys(s3_server, bucket) == [] and not os.path.exists(os.path.join(work, "web01.lock"))
+    assert os.listdir(os.path.join(work, "slots")) == ["0.slot"]
+
+
 def test_module_failures_name_what_to_fix_and_never_the_secret(s3_server, bucket, module_runner):
     missing = module_runner("run_lock", dict(server=SERVER, store="bucket", bucket=bucket))
     assert missing.get("failed") and "cos" in missing["msg"], missing
