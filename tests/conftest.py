@@ -105,6 +105,20 @@ def private_tmpdir(tmp_path_factory):
         os.environ["TMPDIR"] = saved_env
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_payload_cache(request, tmp_path_factory):
+    """One cache of Ansible's module payloads for every playbook run of the session, xdist workers included.
+
+    tests/peers/ansible_plugins/callback/shared_payload_cache.py explains why; tests/peers/runner.py passes it on.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if not _controller(request.config):
+        base = base.parent  # pytest-xdist: the workers' basetemps sit in the run's own
+    os.environ["VMI_TEST_PAYLOAD_CACHE"] = str(base / "ansiballz-cache")
+    yield
+    os.environ.pop("VMI_TEST_PAYLOAD_CACHE", None)
+
+
 # Realistic keys: rclone refuses very short ones, and the leak tests search for them.
 ACCESS_KEY_ID = "AKIAVMIMAGE7TESTKEY01"
 SECRET_ACCESS_KEY = "vmImgSecret/3f9KqLxZ8wPn2VbT6yRu1sEoA4dHcJ"

@@ -32,14 +32,19 @@ def _name(image):
     return image.get("name") if isinstance(image, dict) else image
 
 
-def server_unchanged(server, latest, force=False):
-    """True when the latest image was made from the boot volume as it is now (same fingerprint) and ``force`` is off.
+def server_unchanged(server, latest, force=False, uploaded=None):
+    """True when the latest image was made from the boot volume as it is now and ``force`` is off.
 
-    ``server`` is server_info's ``server``; ``latest`` is image_info's ``latest``. A provider that cannot fingerprint
-    a volume (fingerprint null) never counts as unchanged, so every run copies it.
+    ``server`` is server_info's ``server``; ``latest`` is image_info's ``latest``. Before the copy: the volume's
+    fingerprint equals the image's ``source_fingerprint``. After it (``uploaded``: the data path's result): the guest
+    digest of what was read equals the image's ``guest_sha256`` - how a provider that cannot fingerprint a volume
+    (VPC: fingerprint null) learns that nothing changed, and imports nothing new.
     """
     if _bool(force, "force") or not isinstance(latest, dict):
         return False
+    if uploaded is not None:
+        digest = str(_mapping(uploaded).get("guest_sha256") or "").lower()
+        return bool(digest) and digest == str(latest.get("guest_sha256") or "").lower()
     fingerprint = _mapping(_mapping(server).get("boot_volume")).get("fingerprint")
     return fingerprint is not None and latest.get("source_fingerprint") == fingerprint
 

@@ -24,7 +24,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 
 MANIFEST = "catalog.json"
 VERSION = 1
-PUBLIC = ("name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint")
+PUBLIC = ("name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint", "guest_sha256")
 # Where each format shows who it is: (offset, magic). Formats not listed are not checked.
 MAGIC = {"qcow2": (0, b"QFI\xfb"), "vpc": (0, b"conectix"), "vhd": (0, b"conectix"), "ova": (257, b"ustar")}
 
@@ -39,7 +39,7 @@ def public(entry):
 
 
 # The record of an image in a cloud's image catalog (targets ibm_vpc, powervs, ...), as their modules return it.
-TARGET_IMAGE_FIELDS = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "status")
+TARGET_IMAGE_FIELDS = ("name", "id", "key", "format", "size", "sha256", "snapshot_time", "source_fingerprint", "guest_sha256", "status")
 
 
 def target_image_record(entry, extra_fields=()):
@@ -183,6 +183,10 @@ class Catalog:
         except (_cos.ClientError, _cos.BotoCoreError) as exc:
             raise self._fail(exc, "read image", key) from None
 
+    def guest_digest(self, key, verify=True):
+        """``{"guest_sha256": ...}`` recorded on the object (recomputed from it and checked when ``verify``), or {}."""
+        return _digest.import_check(self.client, self.bucket, key, verify)
+
     def check_format(self, key, fmt, size):
         """Raise unless the object's first bytes are those of ``fmt`` (formats without a magic are not checked)."""
         if fmt not in MAGIC:
@@ -310,7 +314,7 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
     else:
         image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
         catalog.check_format(key, image["format"], image["size"])
-        image.update(_digest.import_check(catalog.client, catalog.bucket, key, verify_digest and not check_mode))
+        image.update(catalog.guest_digest(key, verify_digest and not check_mode))
         clash = _by_name(manifest, image["name"])
         if clash and clash["key"] != key:
             raise ReplicationError("Failed to import image s3://%s/%s: image %s of the same snapshot time is already in the catalog as %s; "

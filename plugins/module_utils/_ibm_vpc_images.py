@@ -50,7 +50,7 @@ class Target(_providers.Target):
         return "%s%s/ibm_vpc-%s-latest.json" % (catalog.prefix, self.server, self.region or "endpoint")
 
     def _record(self, catalog):
-        """What the record says of ``<server>-latest``: ``{id, snapshot_time, sha256, key}`` or {}."""
+        """What the record says of ``<server>-latest``: ``{id, snapshot_time, sha256, key, guest_sha256}`` or {}."""
         if catalog is None:
             return {}
         try:
@@ -63,7 +63,7 @@ class Target(_providers.Target):
             return {}
 
     def _save_record(self, catalog, image):
-        body = {k: image.get(k) for k in ("id", "snapshot_time", "sha256", "key")}
+        body = {k: image.get(k) for k in ("id", "snapshot_time", "sha256", "key", "guest_sha256")}
         body.update(name=_naming.latest_name(self.server), region=self.region)
         try:
             catalog.client.put_object(Bucket=catalog.bucket, Key=self._record_key(catalog), Body=json.dumps(body).encode("utf-8"),
@@ -80,12 +80,14 @@ class Target(_providers.Target):
             if not match:
                 continue
             when = _naming.format_time(match.group(1)) if match.group(1) != "latest" else vpcc.iso(image.get("created_at"))
-            if match.group(1) == "latest" and record.get("id") == image["id"] and record.get("snapshot_time"):
-                when = _naming.format_time(record["snapshot_time"])
+            recorded = record if match.group(1) == "latest" and record.get("id") == image["id"] else {}
+            if recorded.get("snapshot_time"):
+                when = _naming.format_time(recorded["snapshot_time"])
             file = image.get("file") or {}
             out.append({"name": _naming.image_name(self.server, when), "vpc_name": image["name"], "id": image["id"], "key": None, "format": "qcow2",
                         "size": (file.get("size") or 0) * vpcc.GIB, "sha256": (file.get("checksums") or {}).get("sha256"), "snapshot_time": when,
-                        "source_fingerprint": None, "status": image.get("status"), "latest": match.group(1) == "latest"})
+                        "source_fingerprint": None, "guest_sha256": recorded.get("guest_sha256"), "status": image.get("status"),
+                        "latest": match.group(1) == "latest"})
         return sorted(out, key=lambda e: (e["snapshot_time"], e["name"]))
 
     def _manifest(self, entries):
@@ -140,6 +142,7 @@ class Target(_providers.Target):
             return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
         os_name = extra.get("operating_system") or self.api.vpc.get("operating_system")
         self.check_os(os_name)
+        image.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:

@@ -140,6 +140,7 @@ class Target(_providers.Target):
                 "key": props.get(PROPERTY_PREFIX + "key"), "format": props.get("disk_format"), "size": props.get("size"),
                 "sha256": props.get(PROPERTY_PREFIX + "sha256"), "snapshot_time": when,
                 "source_fingerprint": props.get(PROPERTY_PREFIX + "source_fingerprint"), "status": props.get("status"),
+                "guest_sha256": props.get(PROPERTY_PREFIX + "guest_sha256"),
                 "os_hash_algo": props.get("os_hash_algo"), "os_hash_value": props.get("os_hash_value"),
                 "latest": props.get("name") == _naming.latest_name(self.server)}
 
@@ -180,6 +181,7 @@ class Target(_providers.Target):
                     self._rotate(current, old_latest)
                 orphaned = self._delete(pruned)
             return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
+        image.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:
@@ -212,8 +214,9 @@ class Target(_providers.Target):
         props.update({PROPERTY_PREFIX + "created_by": _naming.CREATED_BY, PROPERTY_PREFIX + "server": self.server,
                       PROPERTY_PREFIX + "snapshot_time": image["snapshot_time"], PROPERTY_PREFIX + "sha256": image["sha256"],
                       PROPERTY_PREFIX + "key": image["key"]})
-        if image.get("source_fingerprint"):
-            props[PROPERTY_PREFIX + "source_fingerprint"] = image["source_fingerprint"]
+        for field in ("source_fingerprint", "guest_sha256"):
+            if image.get(field):
+                props[PROPERTY_PREFIX + field] = image[field]
         return props
 
     def _import(self, catalog, key, image, extra):

@@ -51,7 +51,9 @@ options:
     description:
       - When the object records a guest digest (C(guest-sha256), set by M(vmimage.replication.image_upload)), recompute it
         from the stored object before importing and fail, naming the object, when it differs (as
-        M(vmimage.replication.image_verify) does). The digest is recorded in the catalog entry either way.
+        M(vmimage.replication.image_verify) does), whatever the target (a cloud image service is handed the object only
+        once it passed). The digest is recorded with the image either way (catalog entry, VPC latest record, Glance
+        property C(vmimage_guest_sha256)).
       - Not recomputed in check mode.
     type: bool
     default: true
@@ -170,6 +172,13 @@ image:
       description: Identity of the source volume's state, when known.
       type: str
       sample: "536870912:1773144000000000000:1234567"
+    guest_sha256:
+      description:
+        - The guest digest (C(vmimage-guest-v1), docs/data-path.md) of the image's content, recorded by
+          M(vmimage.replication.image_upload) on the object; null when the object has none.
+        - A re-run that reads the same content does not import it again (the replicate_server role).
+      type: str
+      sample: 3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b
 latest:
   description: The image C(<server>-latest) resolves to after this run (same keys as RV(image)), null when there is none.
   returned: always

@@ -52,7 +52,7 @@ images:
   type: list
   elements: dict
   sample: [{name: web01-20260310-120000, key: images/web01/web01-20260310-120000.qcow2, sha256: 9f86d0, snapshot_time: "2026-03-10T12:00:00Z",
-            size: 231735296, format: qcow2, source_fingerprint: null}]
+            size: 231735296, format: qcow2, source_fingerprint: null, guest_sha256: null}]
 latest:
   description: The image C(<server>-latest) resolves to, null when the server has no image.
   returned: always

@@ -325,8 +325,12 @@ def _bucket_beat(module, token, protocol):
     params = module.params
     key = _bucket_lock.lock_key(params["prefix"], params["server"])
     with _cos.naming_errors("keep the lock of server %s in" % params["server"], params["cos"], params["bucket"], key):
-        _bucket_lock.heartbeat(_cos.connect(params["cos"]), params["bucket"], key, token, protocol,
-                               stale_after=params["stale_after"])
+        kept = _bucket_lock.heartbeat(_cos.connect(params["cos"]), params["bucket"], key, token, protocol, stale_after=params["stale_after"])
+    if not kept:
+        # Waiting on would end in a run that believes it holds a lock another controller may now hold.
+        raise ReplicationError("Failed to keep the lock of server %s in bucket %s while waiting for a conversion host slot: it went stale "
+                               "or another run took it over (replication_lock_stale_after %ss); run again"
+                               % (params["server"], params["bucket"], params["stale_after"]), server=params["server"])
 
 
 def _take_slot(module, token, locked):

@@ -209,32 +209,61 @@ def test_store_both_takes_the_two_in_one_task_and_gives_back_the_bucket_lock_whe
     assert missing.get("failed") and "dir" in missing["msg"], missing
 
 
+def while_doing(action, every, work):
+    """``work()``'s result; ``action()`` runs every ``every`` seconds in a thread while it runs."""
+    done = threading.Event()
+
+    def repeat():
+        while not done.wait(every):
+            action()
+    thread = threading.Thread(target=repeat)
+    thread.start()
+    try:
+        return work()
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_a_slot_wait_keeps_the_bucket_lock_fresh_and_a_failed_wait_gives_it_back(s3_server, bucket, module_runner, tmp_path):
     work = str(tmp_path / "work")
     # Another live run holds the host's only slot (its lock's heartbeat kept by a thread, as its polls would).
     other = module_runner("run_lock", dict(server="db01", dir=work, slots=1, controller="awx-9"))
     assert not other.get("failed") and other["slot"] == 0, other
-    beats, done = [], threading.Event()
+    beats = []
 
     def watch():
-        while not done.wait(0.2):
-            os.utime(other["path"])
-            held = _bucket_lock.holder(client_of(s3_server), bucket, KEY, 900)
-            if held:
-                beats.append(held["heartbeat"])
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        # stale_after 3: the bucket lock is refreshed every second of the 2.5 s wait for a slot.
-        refused = module_runner("run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=2.5, stale_after=3))
-    finally:
-        done.set()
-        watcher.join()
+        os.utime(other["path"])
+        held = _bucket_lock.holder(client_of(s3_server), bucket, KEY, 900)
+        if held:
+            beats.append(held["heartbeat"])
+    # stale_after 12: the bucket lock is refreshed every 4 s of the 8.5 s wait for a slot. (A server dates objects to the
+    # second, and a claim older than half of stale_after is lost rather than refreshed: less would be a coin toss.)
+    refused = while_doing(watch, 0.2, lambda: module_runner(
+        "run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=8.5, stale_after=12)))
     assert refused.get("failed") and "db01" in refused["msg"] and "replication_host_slots" in refused["msg"], refused
     assert len(set(beats)) >= 2, beats
     # Nothing of the failed task is left: no bucket lock, no host lock of web01; the other run keeps its slot.
     assert keys(s3_server, bucket) == [] and not os.path.exists(os.path.join(work, "web01.lock"))
     assert os.listdir(os.path.join(work, "slots")) == ["0.slot"]
+
+
+def test_a_slot_wait_that_loses_its_bucket_lock_fails_and_gives_the_host_lock_back(s3_server, bucket, module_runner, tmp_path):
+    work = str(tmp_path / "work")
+    other = module_runner("run_lock", dict(server="db01", dir=work, slots=1, controller="awx-9"))
+    assert not other.get("failed"), other
+
+    def take_over():
+        # As a controller that found the lock stale would: the lock's objects are removed while web01 waits for a slot.
+        os.utime(other["path"])
+        for key in keys(s3_server, bucket):
+            s3_server.client().delete_object(Bucket=bucket, Key=key)
+    lost = while_doing(take_over, 0.1, lambda: module_runner(
+        "run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=20, stale_after=3)))
+    # The first keepalive (after 1 s, not the 20 s wait) finds the lock gone and stops the wait, naming it.
+    assert lost.get("failed") and "Failed to keep the lock of server %s in bucket %s" % (SERVER, bucket) in lost["msg"], lost
+    assert "went stale or another run took it over" in lost["msg"]
+    assert not os.path.exists(os.path.join(work, "web01.lock")) and os.listdir(os.path.join(work, "slots")) == ["0.slot"]
 
 
 def test_module_failures_name_what_to_fix_and_never_the_secret(s3_server, bucket, module_runner):

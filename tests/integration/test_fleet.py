@@ -67,6 +67,24 @@ def peak_overlap(intervals):
     return peak
 
 
+def assert_spread_two_at_a_time(run, servers):
+    """The servers went round-robin over the two hosts, at most 2 at once on each, some waiting; {address: [server]}."""
+    by_address = {}
+    holds = hold_intervals(run)
+    assert sorted(holds) == sorted(servers)
+    for server, ((where, slot, waited, start), end) in holds.items():
+        assert end is not None and slot in (0, 1), (server, slot)
+        by_address.setdefault(where, []).append((server, waited, (start, end)))
+    # Round-robin over the pool: half the servers on each host, in inventory order.
+    assert sorted(by_address) == list(ADDRESSES)
+    assert sorted(s for s, _w, _i in by_address[ADDRESSES[0]]) == servers[0::2]
+    for address, entries in by_address.items():
+        assert peak_overlap([interval for _s, _w, interval in entries]) <= 2, (address, entries)
+        # 4 servers, 2 slots: at least two of them had to wait for one.
+        assert sum(1 for _s, waited, _i in entries if waited > 0.5) >= 2, (address, entries)
+    return {address: sorted(s for s, _w, _i in entries) for address, entries in by_address.items()}
+
+
 def test_eight_servers_over_two_conversion_hosts_two_at_a_time(tmp_path, s3_seaweedfs, sshd_factory, fleet_disks):
     hosts = [sshd_factory(address) for address in ADDRESSES]
     site = make_site(tmp_path, s3_seaweedfs, fleet_disks, SERVERS)
@@ -82,19 +100,7 @@ def test_eight_servers_over_two_conversion_hosts_two_at_a_time(tmp_path, s3_seaw
     for server in SERVERS:
         assert site.catalog(server)["latest"], server
 
-    holds = hold_intervals(run)
-    assert sorted(holds) == SERVERS
-    by_address = {}
-    for server, ((where, slot, waited, start), end) in holds.items():
-        assert end is not None and slot in (0, 1), (server, slot)
-        by_address.setdefault(where, []).append((server, waited, (start, end)))
-    # Round-robin over the pool: 4 servers on each host, in inventory order.
-    assert sorted(by_address) == list(ADDRESSES)
-    assert sorted(s for s, _w, _i in by_address["127.0.0.2"]) == SERVERS[0::2]
-    for address, entries in by_address.items():
-        assert peak_overlap([interval for _s, _w, interval in entries]) <= 2, (address, entries)
-        # 4 servers, 2 slots: at least two of them had to wait for one.
-        assert sum(1 for _s, waited, _i in entries if waited > 0.5) >= 2, (address, entries)
+    assert_spread_two_at_a_time(run, SERVERS)
     # Every slot and lock was given back.
     for name in ("conv1", "conv2"):
         work = os.path.join(site.root, name, "work")

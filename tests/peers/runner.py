@@ -14,6 +14,7 @@ import ansible_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
+TEST_PLUGINS = os.path.join(ROOT, "tests", "peers", "ansible_plugins")
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -44,6 +45,14 @@ class PlaybookRun:
         return {}
 
 
+def payload_cache_env():
+    """What makes an Ansible run use the session's cache of module payloads (tests/conftest.py names it), if any."""
+    shared = os.environ.get("VMI_TEST_PAYLOAD_CACHE")
+    if not shared:
+        return {}
+    return {"ANSIBLE_CALLBACK_PLUGINS": os.path.join(TEST_PLUGINS, "callback"), "VMI_TEST_PAYLOAD_CACHE": shared}
+
+
 def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900,
                  cancel_callback=None, keep_command=False):
     """Run ``playbook`` (a path) with ``inventory`` (a path or dict); secrets belong in ``envvars``.
@@ -70,6 +79,7 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
     }
+    env.update(payload_cache_env())
     env.update(envvars or {})
     try:
         return _run(private_dir, playbook, inventory, extravars, env, verbosity, cmdline, timeout, cancel_callback)

@@ -198,10 +198,10 @@ class BucketCatalogPeer:
         base.update(params)
         return _providers.target(base)
 
-    def upload(self, server, snapshot_time, body):
+    def upload(self, server, snapshot_time, body, **metadata):
         key = _naming.object_key("images/", server, snapshot_time, "qcow2")
         meta = {"created-by": _naming.CREATED_BY, "sha256": hashlib.sha256(body).hexdigest(), "format": "qcow2",
-                "snapshot-time": snapshot_time, "source-server": server}
+                "snapshot-time": snapshot_time, "source-server": server, **metadata}
         self.s3.client().put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=meta)
         return key
 

@@ -6,12 +6,12 @@ import subprocess
 
 import pytest
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _naming
+from ansible_collections.vmimage.replication.plugins.module_utils import _digest, _naming
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 SERVER = "web01"
 T1, T2, T3 = "2026-03-01T12:00:00Z", "2026-03-02T12:00:00Z", "2026-03-03T12:00:00Z"
-IMAGE_KEYS = {"name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint"}
+IMAGE_KEYS = {"name", "key", "sha256", "snapshot_time", "size", "format", "source_fingerprint", "guest_sha256"}
 RESULT_KEYS = {"changed", "image", "latest", "previous_latest", "pruned", "images", "orphaned"}
 
 
@@ -73,3 +73,22 @@ def test_failed_import_leaves_the_latest(target_peer, bodies):
         target.import_image(missing, snapshot_time=T3)
     assert missing in info.value.msg
     assert target.info()["latest"]["name"] == _naming.image_name(SERVER, T1)
+
+
+def test_import_checks_the_guest_digest_and_records_it(target_peer, bodies, tmp_path):
+    """Every importer recomputes the digest image_upload recorded before the image service sees the object, and keeps it
+    with the image: how a re-run of a provider without volume fingerprints (VPC) tells that nothing changed."""
+    if type(target_peer).__name__ == "PowerVSPeer":
+        pytest.skip("PowerVS imports OVA exports, on which nothing records a guest digest")
+    path = tmp_path / "second.qcow2"
+    path.write_bytes(bodies[1])
+    digest = _digest.digest_qcow2(_digest.file_reader(str(path)))
+    target = target_peer.target(server=SERVER)
+    # The first body under the second one's digest: an object that changed after its upload.
+    changed = target_peer.upload(SERVER, T1, bodies[0], **{_digest.METADATA_KEY: digest})
+    with pytest.raises(ReplicationError, match="guest content digest is [0-9a-f]+ but %s was expected" % digest) as caught:
+        target.import_image(changed, snapshot_time=T1)
+    assert changed in str(caught.value) and target.info()["images"] == []
+    good = target_peer.upload(SERVER, T2, bodies[1], **{_digest.METADATA_KEY: digest})
+    assert target.import_image(good, snapshot_time=T2)["image"]["guest_sha256"] == digest
+    assert target.info()["latest"]["guest_sha256"] == digest

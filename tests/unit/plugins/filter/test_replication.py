@@ -28,6 +28,22 @@ def test_server_unchanged(srv, latest, force, expected):
     assert f.server_unchanged(srv, latest, force=force) is expected
 
 
+@pytest.mark.parametrize("uploaded, latest, force, expected", [
+    ({"guest_sha256": "AB12"}, {"guest_sha256": "ab12"}, False, True),
+    ({"guest_sha256": "ab12"}, {"guest_sha256": "ab13"}, False, False),
+    ({"guest_sha256": "ab12"}, {"guest_sha256": "ab12"}, True, False),
+    ({"guest_sha256": None}, {"guest_sha256": None}, False, False),  # the staged path records no digest
+    ({}, {"guest_sha256": "ab12"}, False, False),
+    ({"guest_sha256": "ab12"}, {"source_fingerprint": "fp"}, False, False),  # an image made before digests were recorded
+    ({"guest_sha256": "ab12"}, None, False, False),
+])
+def test_server_unchanged_after_the_copy_compares_guest_digests(uploaded, latest, force, expected):
+    # The fingerprint matches in every case: once the volume was read, only the digests count.
+    srv = server()
+    srv["boot_volume"]["fingerprint"] = "fp"
+    assert f.server_unchanged(srv, latest, force=force, uploaded=uploaded) is expected
+
+
 def test_server_unchanged_refuses_a_non_boolean_force():
     with pytest.raises(AnsibleFilterError, match="force must be a boolean"):
         f.server_unchanged(server(), LATEST, force="maybe")

@@ -72,7 +72,8 @@ def test_rotation_retention_idempotency(module_runner, s3_server, bucket, qcow2_
     assert_return_contract("image_import", first)
     assert first["changed"] is True and first["previous_latest"] is None and first["pruned"] == []
     assert first["image"] == dict(name=_naming.image_name(SERVER, times[0]), key=key0, sha256=sha0, snapshot_time=times[0],
-                                  size=len(qcow2_bodies[0]), format="qcow2", source_fingerprint="1:2:3")
+                                  size=len(qcow2_bodies[0]), format="qcow2", source_fingerprint="1:2:3",
+                                  guest_sha256=None)
     assert first["latest"] == first["image"]
     catalog = json.loads(_catalog_body(s3_server, bucket))
     assert catalog["latest"] == first["image"]["name"] and catalog["created-by"] == "vmimage.replication"
