@@ -63,6 +63,25 @@ for i in "${!pids[@]}"; do
 done
 [ "$failed" -eq 0 ] || exit 1
 
+# kubernetes.core, which restore.yml applies its PersistentVolume with, for the tests and ansible-lint: PyPI carries it
+# only inside the ansible package, so that one collection is unpacked from its wheel (pinned).
+K8S_CORE_FROM=ansible==12.3.0
+k8s_core=.build/collections-extra/ansible_collections/kubernetes/core
+if [ "$(cat "$k8s_core/.from" 2>/dev/null)" != "$K8S_CORE_FROM" ]; then
+  echo "Unpacking kubernetes.core from $K8S_CORE_FROM"
+  rm -rf .build/collections-extra .build/wheel-k8s
+  .venv/bin/python -m pip download -q --no-deps "$K8S_CORE_FROM" -d .build/wheel-k8s
+  .venv/bin/python - .build/wheel-k8s/*.whl .build/collections-extra <<'EOF_PY'
+import sys
+import zipfile
+
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith("ansible_collections/kubernetes/core/")])
+EOF_PY
+  rm -rf .build/wheel-k8s
+  echo "$K8S_CORE_FROM" > "$k8s_core/.from"
+fi
+
 # ansible-test fetches a pip bootstrap script from a host outside the package registries: give it the offline stand-in.
 pip_version=$(.build/venv-sanity/bin/python -c 'import re, ansible_test._internal.python_requirements as m, inspect; print(re.search(r"pip=.([0-9.]+)", inspect.getsource(m)).group(1))')
 mkdir -p ~/.ansible/test/cache

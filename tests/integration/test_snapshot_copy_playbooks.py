@@ -9,13 +9,30 @@ from __future__ import annotations
 import os
 
 import kubernetes_validate
+import pytest
 import yaml
 
+from tests.emulators import k8s_server
 from tests.peers import moto, runner
 from tests.peers.moto import write_velero_backup
 
 SRC, DST = "eu-west-1", "eu-central-1"
 INVENTORY = {"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}}
+K8S_TOKEN = "k8sRestoreToken-9VqT2mXw4Lp7Rz"
+
+
+@pytest.fixture
+def cluster():
+    """The Kubernetes API emulator (tests/emulators/k8s_server.py) in a thread of this process."""
+    server = k8s_server.start(K8S_TOKEN)
+    yield server
+    server.stop()
+
+
+def write_kubeconfig(path, server, token=None):
+    with open(os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(server.kubeconfig(token), handle)
+    return str(path)
 
 
 def environment(server, **extra):
@@ -66,7 +83,7 @@ def test_copy_snapshots_playbook_copies_once_and_honours_the_opt_out(moto_server
     assert moto.SECRET_KEY not in first.stdout + second.stdout
 
 
-def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
+def test_restore_playbook_writes_valid_manifests_and_creates_the_volume_in_the_cluster(moto_server, tmp_path, cluster):
     velero_backup(moto_server)
     assert copy_run(moto_server, tmp_path, "copy").status == "successful"
     listed = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(
@@ -79,9 +96,11 @@ def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
     out.mkdir()
     run = runner.run_playbook(os.path.join(runner.ROOT, "playbooks", "restore.yml"), INVENTORY, extravars=dict(
         restore_snapshot_region=DST, restore_region=SRC, restore_availability_zone="eu-west-1b", restore_pvc_name="data-db-0",
-        restore_backup="daily-20260310010000", restore_output_dir=str(out), restore_wait_sleep=0.01),
+        restore_backup="daily-20260310010000", restore_output_dir=str(out), restore_wait_sleep=0.01,
+        restore_kubeconfig=write_kubeconfig(tmp_path / "kubeconfig", cluster)),
         envvars=environment(moto_server), private_dir=private_dir(tmp_path, "restore"))
     assert run.status == "successful", run.stdout
+    assert K8S_TOKEN not in run.stdout
     pv = yaml.safe_load((out / "pv.yaml").read_text())
     pvc = yaml.safe_load((out / "pvc.yaml").read_text())
     for manifest in (pv, pvc):
@@ -89,3 +108,46 @@ def test_restore_playbook_writes_valid_manifests(moto_server, tmp_path):
     assert pv["spec"]["csi"]["driver"] == "ebs.csi.aws.com" and pvc["metadata"] == {"name": "data-db-0", "namespace": "shop"}
     (volume,) = moto_server.client("ec2", SRC).describe_volumes(VolumeIds=[pv["spec"]["csi"]["volumeHandle"]])["Volumes"]
     assert volume["AvailabilityZone"] == "eu-west-1b"
+    # The cluster holds the PersistentVolume that pv.yaml describes (kubernetes.core.k8s, through the API).
+    made = cluster.cluster.objects.get(("persistentvolumes", "", pv["metadata"]["name"]))
+    assert made is not None and made["spec"] == pv["spec"] and made["status"] == {"phase": "Available"}, cluster.cluster.objects
+
+
+APPLY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Apply the restored volume's PersistentVolume
+      ansible.builtin.include_tasks: {tasks}
+"""
+
+
+def apply_run(tmp_path, name, kubeconfig, pv):
+    """playbooks/tasks/apply_k8s.yml alone (what restore.yml includes), with restore_result holding ``pv``."""
+    playbook = tmp_path / ("%s.yml" % name)
+    playbook.write_text(APPLY.format(tasks=os.path.join(runner.ROOT, "playbooks", "tasks", "apply_k8s.yml")))
+    return runner.run_playbook(str(playbook), INVENTORY, extravars=dict(restore_kubeconfig=kubeconfig, restore_result={"persistent_volume": pv}),
+                               private_dir=private_dir(tmp_path, name))
+
+
+def test_applying_the_volume_again_changes_nothing_and_a_bad_cluster_answer_is_a_clear_failure(tmp_path, cluster):
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "restored-data-db-0"},
+          "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+                   "storageClassName": "", "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-0123456789abcdef0", "fsType": "ext4"},
+                   "claimRef": {"name": "data-db-0", "namespace": "shop"}}}
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster)
+    first = apply_run(tmp_path, "first", kubeconfig, pv)
+    assert first.status == "successful" and first.stats["changed"] == {"localhost": 1}, first.stdout
+    version = cluster.cluster.objects[("persistentvolumes", "", "restored-data-db-0")]["metadata"]["resourceVersion"]
+    again = apply_run(tmp_path, "again", kubeconfig, pv)
+    assert again.status == "successful" and again.stats["changed"] == {}, again.stdout
+    assert cluster.cluster.objects[("persistentvolumes", "", "restored-data-db-0")]["metadata"]["resourceVersion"] == version
+
+    # Another volume under the same name: a PersistentVolume's source cannot change, and the API server says so.
+    moved = apply_run(tmp_path, "moved", kubeconfig, dict(pv, spec=dict(pv["spec"], csi=dict(pv["spec"]["csi"], volumeHandle="vol-0fedcba987654321f"))))
+    assert moved.status == "failed" and "spec.persistentvolumesource is immutable after creation" in moved.stdout, moved.stdout
+    # A wrong token: 401 from the API server, named; no token in the output.
+    refused = apply_run(tmp_path, "refused", write_kubeconfig(tmp_path / "bad-kubeconfig", cluster, token="not-the-token-0000"), pv)
+    assert refused.status == "failed" and "Unauthorized" in refused.stdout, refused.stdout
+    assert K8S_TOKEN not in first.stdout + again.stdout + moved.stdout + refused.stdout and "not-the-token-0000" not in refused.stdout
+    assert cluster.cluster.objects[("persistentvolumes", "", "restored-data-db-0")]["spec"] == pv["spec"]

@@ -14,6 +14,8 @@ import ansible_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, ".build", "pytest-collections")
+# Collections the playbooks use beside this one (kubernetes.core), unpacked by hack/bootstrap.sh.
+EXTRA_COLLECTIONS = os.path.join(ROOT, ".build", "collections-extra")
 TEST_PLUGINS = os.path.join(ROOT, "tests", "peers", "ansible_plugins")
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -72,7 +74,7 @@ def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0,
         "ANSIBLE_LOCAL_TEMP": os.path.join(scratch, "local"),
         "ANSIBLE_REMOTE_TMP": os.path.join(scratch, "remote"),
         "ANSIBLE_ASYNC_DIR": os.path.join(scratch, "async"),
-        "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS,
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join((COLLECTIONS, EXTRA_COLLECTIONS)),
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
