@@ -64,17 +64,23 @@ done
 [ "$failed" -eq 0 ] || exit 1
 
 # kubernetes.core, which restore.yml applies its PersistentVolume with, for the tests and ansible-lint: PyPI carries it
-# only inside the ansible package, so that one collection is unpacked from its wheel (pinned).
+# only inside the ansible package, so that one collection is unpacked from its wheel (pinned, and its sha256 checked).
 K8S_CORE_FROM=ansible==12.3.0
+K8S_CORE_SHA256=cd156f82fa87f7a899212b0efa9f7ca3a24d609212de9f78428a572eb01e5414
 k8s_core=.build/collections-extra/ansible_collections/kubernetes/core
 if [ "$(cat "$k8s_core/.from" 2>/dev/null)" != "$K8S_CORE_FROM" ]; then
   echo "Unpacking kubernetes.core from $K8S_CORE_FROM"
   rm -rf .build/collections-extra .build/wheel-k8s
   .venv/bin/python -m pip download -q --no-deps "$K8S_CORE_FROM" -d .build/wheel-k8s
-  .venv/bin/python - .build/wheel-k8s/*.whl .build/collections-extra <<'EOF_PY'
+  .venv/bin/python - .build/wheel-k8s/*.whl .build/collections-extra "$K8S_CORE_SHA256" <<'EOF_PY'
+import hashlib
 import sys
 import zipfile
 
+with open(sys.argv[1], "rb") as handle:
+    digest = hashlib.sha256(handle.read()).hexdigest()
+if digest != sys.argv[3]:
+    sys.exit("%s has sha256 %s, not the pinned %s" % (sys.argv[1], digest, sys.argv[3]))
 with zipfile.ZipFile(sys.argv[1]) as wheel:
     wheel.extractall(sys.argv[2], [n for n in wheel.namelist() if n.startswith("ansible_collections/kubernetes/core/")])
 EOF_PY

@@ -36,16 +36,19 @@ def server_unchanged(server, latest, force=False, uploaded=None):
     """True when the latest image was made from the boot volume as it is now and ``force`` is off.
 
     ``server`` is server_info's ``server``; ``latest`` is image_info's ``latest``. Before the copy: the volume's
-    fingerprint equals the image's ``source_fingerprint``. After it (``uploaded``: the data path's result): the guest
-    digest of what was read equals the image's ``guest_sha256`` - how a provider that cannot fingerprint a volume
-    (VPC: fingerprint null) learns that nothing changed, and imports nothing new.
+    fingerprint equals the image's ``source_fingerprint``. After it (``uploaded``: the data path's result), for a
+    provider that cannot fingerprint a volume (VPC: fingerprint null): the guest digest of what was read equals the
+    image's ``guest_sha256``, so nothing new is imported. A volume with a fingerprint is imported when it gets there (its
+    new fingerprint recorded, or every later run would read it again).
     """
     if _bool(force, "force") or not isinstance(latest, dict):
         return False
+    fingerprint = _mapping(_mapping(server).get("boot_volume")).get("fingerprint")
     if uploaded is not None:
+        if fingerprint is not None:
+            return False
         digest = str(_mapping(uploaded).get("guest_sha256") or "").lower()
         return bool(digest) and digest == str(latest.get("guest_sha256") or "").lower()
-    fingerprint = _mapping(_mapping(server).get("boot_volume")).get("fingerprint")
     return fingerprint is not None and latest.get("source_fingerprint") == fingerprint
 
 
@@ -89,9 +92,12 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
     record.update(status=status, pruned=[], key=key, error=error)
     latest = _mapping(catalog).get("latest")
     if status == "unchanged":
-        latest = _mapping(latest)
-        record.update(image=latest.get("name"), latest=latest.get("name"), stored_size=latest.get("size"), seconds=0,
-                      key=latest.get("key"), sha256=latest.get("sha256"), error=None)
+        latest, converted, uploaded = _mapping(latest), _mapping(converted), _mapping(uploaded)
+        # A volume read only to learn that nothing changed (no fingerprint): what the read cost, beside the latest image.
+        seconds = float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
+        record.update(image=latest.get("name"), latest=latest.get("name"), stored_size=latest.get("size"), seconds=seconds,
+                      virtual_size=converted.get("virtual_size"), bytes_per_second=uploaded.get("bytes_per_second"),
+                      uploaded_bytes=uploaded.get("uploaded_bytes"), key=latest.get("key"), sha256=latest.get("sha256"), error=None)
     elif status == "failed":
         record.update(latest=_name(latest))
     elif copied is not None:

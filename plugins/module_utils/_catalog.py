@@ -185,7 +185,10 @@ class Catalog:
 
     def guest_digest(self, key, verify=True):
         """``{"guest_sha256": ...}`` recorded on the object (recomputed from it and checked when ``verify``), or {}."""
-        return _digest.import_check(self.client, self.bucket, key, verify)
+        try:
+            return _digest.import_check(self.client, self.bucket, key, verify)
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise self._fail(exc, "verify the guest digest of image", key) from None
 
     def check_format(self, key, fmt, size):
         """Raise unless the object's first bytes are those of ``fmt`` (formats without a magic are not checked)."""

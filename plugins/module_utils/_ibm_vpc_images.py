@@ -134,10 +134,17 @@ class Target(_providers.Target):
             current.update(key=key)
             previous, pruned = _catalog.plan_import(manifest, current, keep_last, keep_days)
             rotate = manifest["latest"] == current["name"] and not current["latest"]
+            # The latest imported before digests were recorded: its record gets the object's, so that the next run of the same
+            # content can stop before importing.
+            record_digest = (current["latest"] or rotate) and current["sha256"] == image["sha256"] and not current.get("guest_sha256")
+            if record_digest:
+                current.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
             orphaned = []
             if not check_mode:
                 if rotate:
                     self._rotate(catalog, current, old_latest)
+                elif record_digest and current.get("guest_sha256"):
+                    self._save_record(catalog, current)
                 orphaned = self._delete(pruned)
             return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
         os_name = extra.get("operating_system") or self.api.vpc.get("operating_system")

@@ -114,7 +114,10 @@ options:
     type: int
     default: 0
   slot_wait:
-    description: Longest time to wait for a free slot, in seconds; then the task fails naming the servers that hold them.
+    description:
+      - Longest time to wait for a free slot, in seconds; then the task fails naming the servers that hold them.
+      - With O(store=both), the wait refreshes the bucket lock every quarter of O(stale_after), and fails at once, naming
+        it, when the lock went stale or another run took it over.
     type: float
     default: 3600
 """
@@ -342,11 +345,11 @@ def _take_slot(module, token, locked):
     held = _host_slots.held_by(directory, token)
     if held is not None:
         return held, 0.0
-    # With the bucket lock too, a long wait refreshes it every third of stale_after (the host lock's heartbeat is kept by
-    # the wait itself).
+    # With the bucket lock too, a long wait refreshes it every quarter of stale_after (the host lock's heartbeat is kept by
+    # the wait itself): a claim older than half of it counts as lost, and servers date objects to the second.
     keepalive = (lambda: _bucket_beat(module, token, locked["protocol"])) if params["store"] == "both" else None
     return _host_slots.acquire(directory, params["slots"], params["server"], locked["path"], token, wait=params["slot_wait"],
-                               stale_after=params["stale_after"], keepalive=keepalive, keepalive_every=params["stale_after"] / 3)
+                               stale_after=params["stale_after"], keepalive=keepalive, keepalive_every=params["stale_after"] / 4)
 
 
 def _locks(module, token, state):

@@ -9,8 +9,10 @@ replaced, patched (JSON merge, strategic merge - for these kinds the same as JSO
 their specs do not use -, JSON patch) and deleted; ``metadata.uid`` / ``resourceVersion`` / ``creationTimestamp`` set by
 the server, ``resourceVersion`` unchanged by a patch that changes nothing; ``?dryRun=All``; bearer-token
 authentication; errors as ``Status`` objects (401, 404, 409 AlreadyExists / Conflict, 415, 422 Invalid). Every object
-written is validated against the Kubernetes 1.30 OpenAPI schema (strict), and a PersistentVolume's volume source is
-immutable after creation, as in a real cluster.
+written is validated against the Kubernetes 1.30 OpenAPI schema (strict); the server's defaults are filled in
+(``volumeMode: Filesystem``, a PersistentVolume's ``persistentVolumeReclaimPolicy: Retain``, phase ``Pending`` - no
+controller runs to bind or make it ``Available``), and a PersistentVolume's source and ``volumeMode`` (and its
+``nodeAffinity`` once set) are immutable after creation, as in a real cluster.
 
 ``start(token)`` serves on a free 127.0.0.1 port in a thread of the calling process; ``stop()`` ends it.
 """
@@ -42,9 +44,13 @@ RESOURCES = {
 PATH = re.compile(r"^/api/v1/(?:namespaces/(?P<ns>[^/]+)/(?P<nsplural>persistentvolumeclaims)"
                   r"|(?P<plural>persistentvolumes|namespaces|persistentvolumeclaims))(?:/(?P<name>[^/]+))?$")
 PATCHES = ("application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json")
-# A PersistentVolume's source (spec.csi, spec.hostPath, ...) cannot change once made: the fields that may.
-PV_MUTABLE = {"accessModes", "capacity", "claimRef", "mountOptions", "nodeAffinity", "persistentVolumeReclaimPolicy", "storageClassName",
-              "volumeMode", "volumeAttributesClassName"}
+# A PersistentVolume's source (spec.csi, spec.hostPath, ...) cannot change once made: the fields besides it. Of those,
+# volumeMode never changes either, nor nodeAffinity once set.
+PV_SPEC_FIELDS = {"accessModes", "capacity", "claimRef", "mountOptions", "nodeAffinity", "persistentVolumeReclaimPolicy", "storageClassName",
+                  "volumeMode", "volumeAttributesClassName"}
+# What the API server fills in when a write leaves it out (SetDefaults_PersistentVolume / _PersistentVolumeClaim).
+SPEC_DEFAULTS = {"persistentvolumes": {"persistentVolumeReclaimPolicy": "Retain", "volumeMode": "Filesystem"},
+                 "persistentvolumeclaims": {"volumeMode": "Filesystem"}}
 
 
 class ApiError(Exception):
@@ -197,9 +203,26 @@ class Cluster:
                                creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if namespace:
             obj["metadata"]["namespace"] = namespace
-        obj["status"] = {"PersistentVolume": {"phase": "Available"}, "PersistentVolumeClaim": {"phase": "Pending"},
+        obj["status"] = {"PersistentVolume": {"phase": "Pending"}, "PersistentVolumeClaim": {"phase": "Pending"},
                          "Namespace": {"phase": "Active"}}[RESOURCES[plural][0]]
+        self._default(plural, obj)
         return obj if dry_run else self._store(plural, namespace, obj)
+
+    @staticmethod
+    def _default(plural, obj):
+        if plural in SPEC_DEFAULTS:
+            obj["spec"] = dict(SPEC_DEFAULTS[plural], **(obj.get("spec") or {}))
+
+    def _check_pv_update(self, name, before, after):
+        def source(spec):
+            return {k: v for k, v in spec.items() if k not in PV_SPEC_FIELDS}
+        if source(before) != source(after):
+            raise ApiError(422, "Invalid", 'PersistentVolume "%s" is invalid: spec.persistentvolumesource: Forbidden: spec.persistentvolumesource '
+                                           "is immutable after creation" % name, self._details("persistentvolumes", name))
+        for field in ("volumeMode", "nodeAffinity"):
+            if before.get(field) is not None and after.get(field) != before.get(field):
+                raise ApiError(422, "Invalid", 'PersistentVolume "%s" is invalid: spec.%s: Invalid value: %s: field is immutable'
+                               % (name, field, json.dumps(after.get(field))), self._details("persistentvolumes", name))
 
     def _store(self, plural, namespace, obj):
         obj["metadata"]["resourceVersion"] = str(next(self.versions))
@@ -227,13 +250,10 @@ class Cluster:
         # The server owns these: a client cannot change them.
         new["metadata"] = dict(new.get("metadata") or {}, **{k: current["metadata"][k] for k in ("uid", "creationTimestamp")})
         new.setdefault("status", current.get("status"))
+        self._default(plural, new)
         self._check(plural, namespace, new, name)
         if plural == "persistentvolumes":
-            before = {k: v for k, v in current.get("spec", {}).items() if k not in PV_MUTABLE}
-            after = {k: v for k, v in new.get("spec", {}).items() if k not in PV_MUTABLE}
-            if before != after:
-                raise ApiError(422, "Invalid", 'PersistentVolume "%s" is invalid: spec.persistentvolumesource: Forbidden: spec.persistentvolumesource '
-                                               "is immutable after creation" % name, self._details(plural, name))
+            self._check_pv_update(name, current.get("spec", {}), new.get("spec", {}))
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if new == current or dry_run:
             return new

@@ -237,7 +237,7 @@ def test_a_slot_wait_keeps_the_bucket_lock_fresh_and_a_failed_wait_gives_it_back
         held = _bucket_lock.holder(client_of(s3_server), bucket, KEY, 900)
         if held:
             beats.append(held["heartbeat"])
-    # stale_after 12: the bucket lock is refreshed every 4 s of the 8.5 s wait for a slot. (A server dates objects to the
+    # stale_after 12: the bucket lock is refreshed every 3 s of the 8.5 s wait for a slot. (A server dates objects to the
     # second, and a claim older than half of stale_after is lost rather than refreshed: less would be a coin toss.)
     refused = while_doing(watch, 0.2, lambda: module_runner(
         "run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=8.5, stale_after=12)))
@@ -260,7 +260,7 @@ def test_a_slot_wait_that_loses_its_bucket_lock_fails_and_gives_the_host_lock_ba
             s3_server.client().delete_object(Bucket=bucket, Key=key)
     lost = while_doing(take_over, 0.1, lambda: module_runner(
         "run_lock", lock_args(s3_server, bucket, store="both", dir=work, slots=1, slot_wait=20, stale_after=3)))
-    # The first keepalive (after 1 s, not the 20 s wait) finds the lock gone and stops the wait, naming it.
+    # The first keepalive (after 0.75 s, not the 20 s wait) finds the lock gone and stops the wait, naming it.
     assert lost.get("failed") and "Failed to keep the lock of server %s in bucket %s" % (SERVER, bucket) in lost["msg"], lost
     assert "went stale or another run took it over" in lost["msg"]
     assert not os.path.exists(os.path.join(work, "web01.lock")) and os.listdir(os.path.join(work, "slots")) == ["0.slot"]

@@ -40,6 +40,14 @@ class PlaybookRun:
                 found.append(data.get("res", {}))
         return found
 
+    def assert_nowhere(self, secret):
+        """``secret`` is in no output, event or artifact file of the run."""
+        assert secret not in self.stdout and secret not in json.dumps(self.events)
+        for folder, _unused, files in os.walk(self.artifact_dir):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as handle:
+                    assert secret.encode() not in handle.read(), os.path.join(folder, name)
+
     def custom_stats(self):
         for item in self.events:
             if item.get("event") == "playbook_on_stats":
@@ -52,7 +60,8 @@ def payload_cache_env():
     shared = os.environ.get("VMI_TEST_PAYLOAD_CACHE")
     if not shared:
         return {}
-    return {"ANSIBLE_CALLBACK_PLUGINS": os.path.join(TEST_PLUGINS, "callback"), "VMI_TEST_PAYLOAD_CACHE": shared}
+    return {"ANSIBLE_CALLBACK_PLUGINS": os.path.join(TEST_PLUGINS, "callback"), "VMI_TEST_PAYLOAD_CACHE": shared,
+            "VMI_TEST_PAYLOAD_SOURCES": os.path.join(ROOT, "plugins")}
 
 
 def run_playbook(playbook, inventory, extravars=None, envvars=None, verbosity=0, cmdline=None, private_dir=None, timeout=900,

@@ -38,10 +38,14 @@ def test_server_unchanged(srv, latest, force, expected):
     ({"guest_sha256": "ab12"}, None, False, False),
 ])
 def test_server_unchanged_after_the_copy_compares_guest_digests(uploaded, latest, force, expected):
-    # The fingerprint matches in every case: once the volume was read, only the digests count.
-    srv = server()
-    srv["boot_volume"]["fingerprint"] = "fp"
-    assert f.server_unchanged(srv, latest, force=force, uploaded=uploaded) is expected
+    # A provider without fingerprints (VPC): once the volume was read, the digests tell.
+    assert f.server_unchanged(server(None), latest, force=force, uploaded=uploaded) is expected
+
+
+def test_a_volume_with_a_new_fingerprint_is_imported_even_with_the_same_content():
+    # Else the latest image would keep the old fingerprint, and every later run would read the volume again.
+    latest = {"guest_sha256": "ab12", "source_fingerprint": "old"}
+    assert f.server_unchanged(server("new"), latest, uploaded={"guest_sha256": "ab12"}) is False
 
 
 def test_server_unchanged_refuses_a_non_boolean_force():
@@ -94,6 +98,14 @@ def test_unchanged_record_is_the_latest_image():
     record = f.replication_result("unchanged", catalog={"latest": LATEST})
     assert record == dict(dict.fromkeys(f.RESULT_KEYS), status="unchanged", image=LATEST["name"], latest=LATEST["name"], pruned=[],
                           stored_size=123, seconds=0, key=LATEST["key"], sha256=LATEST["sha256"])
+
+
+def test_unchanged_after_a_read_keeps_what_the_read_cost():
+    converted = {"virtual_size": 1000, "stored_size": 400, "seconds": 1.5}
+    uploaded = {"seconds": 0.5, "bytes_per_second": 800, "uploaded_bytes": 400}
+    record = f.replication_result("unchanged", catalog={"latest": LATEST}, converted=converted, uploaded=uploaded, key="k2")
+    assert record["image"] == LATEST["name"] and record["key"] == LATEST["key"] and record["stored_size"] == 123
+    assert record["seconds"] == 2.0 and record["uploaded_bytes"] == 400 and record["virtual_size"] == 1000
 
 
 def test_replicated_record_takes_names_and_sums_the_stages():
