@@ -31,7 +31,7 @@ import json
 import time
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming
-from ansible_collections.vmimage.replication.plugins.module_utils._cos import ClientError, error_code
+from ansible_collections.vmimage.replication.plugins.module_utils._cos import BrokenRead, ClientError, error_code
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 CONDITIONAL = "conditional"
@@ -103,15 +103,23 @@ def _put(client, bucket, key, record, **conditions):
     return True
 
 
-def _get(client, bucket, key):
+def _get(client, bucket, key, attempts=3):
     """The record at ``key`` with its ``etag`` and ``age`` (server clock), or None."""
-    try:
-        response = client.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) in _MISSING:
-            return None
-        raise
-    record = _parse(response["Body"].read())
+    for attempt in range(attempts):
+        try:
+            response = client.get_object(Bucket=bucket, Key=key)
+            body = response["Body"].read()
+            break
+        except BrokenRead:
+            # A read racing an overwrite of the lock (a heartbeat) can break off mid-body: rclone, for one, answers with
+            # the old length. The next read sees the whole new record.
+            if attempt == attempts - 1:
+                raise
+        except ClientError as exc:
+            if error_code(exc) in _MISSING:
+                return None
+            raise
+    record = _parse(body)
     record["etag"] = response.get("ETag")
     record["age"] = max(0.0, _server_now(response) - response["LastModified"].timestamp())
     return record

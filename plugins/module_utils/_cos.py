@@ -17,11 +17,16 @@ try:
     import ibm_boto3
     from ibm_botocore.client import Config
     from ibm_botocore.exceptions import BotoCoreError, ClientError
+    # A response body that breaks off (the SDK's HTTP library raises it unwrapped); _bucket_lock reads it from here.
+    from urllib3.exceptions import ProtocolError as BrokenRead  # pylint: disable=unused-import
 
     IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - exercised only where the SDK is missing
     ibm_boto3 = Config = None
     BotoCoreError = ClientError = Exception
+
+    class BrokenRead(Exception):
+        """Stands in for urllib3's ProtocolError where the SDK (so urllib3) is missing."""
     IMPORT_ERROR = traceback.format_exc()
 
 

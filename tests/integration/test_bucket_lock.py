@@ -210,19 +210,27 @@ def test_store_both_takes_the_two_in_one_task_and_gives_back_the_bucket_lock_whe
 
 
 def while_doing(action, every, work):
-    """``work()``'s result; ``action()`` runs every ``every`` seconds in a thread while it runs."""
-    done = threading.Event()
+    """``work()``'s result; ``action()`` runs every ``every`` seconds in a thread while it runs (its first error, if
+    any, is raised afterwards: a thread that died would otherwise leave the test to fail on what it did not record)."""
+    done, errors = threading.Event(), []
 
     def repeat():
         while not done.wait(every):
-            action()
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001  # pylint: disable=broad-except
+                errors.append(exc)
+                return
     thread = threading.Thread(target=repeat)
     thread.start()
     try:
-        return work()
+        result = work()
     finally:
         done.set()
         thread.join()
+    if errors:
+        raise errors[0]
+    return result
 
 
 def test_a_slot_wait_keeps_the_bucket_lock_fresh_and_a_failed_wait_gives_it_back(s3_server, bucket, module_runner, tmp_path):

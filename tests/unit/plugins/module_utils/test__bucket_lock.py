@@ -13,6 +13,7 @@ import time
 
 import pytest
 from ibm_botocore.exceptions import ClientError
+from urllib3.exceptions import ProtocolError
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _bucket_lock, _run_lock
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
@@ -152,6 +153,26 @@ def test_hold_refuse_heartbeat_stale_takeover_release(mode):
     assert changed and holder["token"] == "tok-b"
     assert not _bucket_lock.heartbeat(s3, "b", KEY, "tok-a", mode)  # the run that is gone cannot revive its lock
     assert _bucket_lock.release(s3, "b", KEY, "tok-b") and s3.objects == {}
+
+
+@pytest.mark.parametrize("breaks, survives", [(2, True), (3, False)])
+def test_a_read_that_breaks_off_is_read_again(breaks, survives):
+    """A heartbeat overwriting the lock while another run reads it: some servers (rclone) cut that read short."""
+    s3 = FakeS3(True)
+    assert _bucket_lock.acquire(s3, "b", KEY, record("tok-a"), 900, 0, _bucket_lock.CONDITIONAL)[0]
+    whole, left = s3.get_object, [breaks]
+
+    def get_object(Bucket, Key):  # noqa: N803
+        if left[0]:
+            left[0] -= 1
+            raise ProtocolError("Connection broken: IncompleteRead(120 bytes read, 37 more expected)")
+        return whole(Bucket=Bucket, Key=Key)
+    s3.get_object = get_object
+    if survives:
+        assert _bucket_lock.holder(s3, "b", KEY, 900)["token"] == "tok-a"
+    else:
+        with pytest.raises(ProtocolError):
+            _bucket_lock.holder(s3, "b", KEY, 900)
 
 
 def test_bounded_wait_pauses_then_names_the_holder():
