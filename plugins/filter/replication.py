@@ -94,8 +94,7 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
     if status == "unchanged":
         latest, converted, uploaded = _mapping(latest), _mapping(converted), _mapping(uploaded)
         # A volume read only to learn that nothing changed (no fingerprint): what the read cost, beside the latest image.
-        seconds = float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
-        record.update(image=latest.get("name"), latest=latest.get("name"), stored_size=latest.get("size"), seconds=seconds,
+        record.update(image=latest.get("name"), latest=latest.get("name"), stored_size=latest.get("size"), seconds=_seconds(converted, uploaded),
                       virtual_size=converted.get("virtual_size"), bytes_per_second=uploaded.get("bytes_per_second"),
                       uploaded_bytes=uploaded.get("uploaded_bytes"), key=latest.get("key"), sha256=latest.get("sha256"), error=None)
     elif status == "failed":
@@ -104,14 +103,18 @@ def replication_result(status, catalog=None, imported=None, converted=None, uplo
         record.update(_native_outcome(_mapping(copied)), image=image)
     else:
         imported, converted, uploaded = _mapping(imported), _mapping(converted), _mapping(uploaded)
-        seconds = float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
         record.update(
             image=_name(imported.get("image")) or image, latest=_name(imported.get("latest")), previous_latest=_name(imported.get("previous_latest")),
             pruned=list(imported.get("pruned") or []), virtual_size=converted.get("virtual_size"), stored_size=converted.get("stored_size"),
-            compression_ratio=converted.get("compression_ratio"), seconds=seconds, bytes_per_second=uploaded.get("bytes_per_second"),
+            compression_ratio=converted.get("compression_ratio"), seconds=_seconds(converted, uploaded), bytes_per_second=uploaded.get("bytes_per_second"),
             uploaded_bytes=uploaded.get("uploaded_bytes"), resumed_parts=uploaded.get("resumed_parts"), sha256=converted.get("sha256"), error=None,
         )
     return record
+
+
+def _seconds(converted, uploaded):
+    """The data path's time: its conversion and upload stages together."""
+    return float(converted.get("seconds") or 0) + float(uploaded.get("seconds") or 0)
 
 
 def _native_outcome(copied):

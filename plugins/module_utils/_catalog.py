@@ -183,10 +183,11 @@ class Catalog:
         except (_cos.ClientError, _cos.BotoCoreError) as exc:
             raise self._fail(exc, "read image", key) from None
 
-    def guest_digest(self, key, verify=True):
-        """``{"guest_sha256": ...}`` recorded on the object (recomputed from it and checked when ``verify``), or {}."""
+    def guest_digest(self, key, verify=True, check_mode=False):
+        """``{"guest_sha256": ...}`` recorded on the object (recomputed from it and checked when ``verify``, not in check
+        mode), or {}."""
         try:
-            return _digest.import_check(self.client, self.bucket, key, verify)
+            return _digest.import_check(self.client, self.bucket, key, verify and not check_mode)
         except (_cos.ClientError, _cos.BotoCoreError) as exc:
             raise self._fail(exc, "verify the guest digest of image", key) from None
 
@@ -317,7 +318,7 @@ def import_image(catalog, key, sha256=None, snapshot_time=None, source_fingerpri
     else:
         image = catalog.describe(key, sha256, snapshot_time, source_fingerprint)
         catalog.check_format(key, image["format"], image["size"])
-        image.update(catalog.guest_digest(key, verify_digest and not check_mode))
+        image.update(catalog.guest_digest(key, verify_digest, check_mode))
         clash = _by_name(manifest, image["name"])
         if clash and clash["key"] != key:
             raise ReplicationError("Failed to import image s3://%s/%s: image %s of the same snapshot time is already in the catalog as %s; "

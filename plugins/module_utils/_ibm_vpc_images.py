@@ -138,7 +138,7 @@ class Target(_providers.Target):
             # content can stop before importing.
             record_digest = (current["latest"] or rotate) and current["sha256"] == image["sha256"] and not current.get("guest_sha256")
             if record_digest:
-                current.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
+                current.update(catalog.guest_digest(key, extra.get("verify_digest", True), check_mode))
             orphaned = []
             if not check_mode:
                 if rotate:
@@ -149,7 +149,7 @@ class Target(_providers.Target):
             return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
         os_name = extra.get("operating_system") or self.api.vpc.get("operating_system")
         self.check_os(os_name)
-        image.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
+        image.update(catalog.guest_digest(key, extra.get("verify_digest", True), check_mode))
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:

@@ -181,7 +181,7 @@ class Target(_providers.Target):
                     self._rotate(current, old_latest)
                 orphaned = self._delete(pruned)
             return self._result(manifest, entries, current, previous if rotate else None, pruned, bool(pruned) or rotate, orphaned)
-        image.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
+        image.update(catalog.guest_digest(key, extra.get("verify_digest", True), check_mode))
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:

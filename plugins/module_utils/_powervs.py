@@ -134,7 +134,7 @@ class Target(_providers.Target):
             previous, pruned = _catalog.plan_import(manifest, current, keep_last, keep_days)
             orphaned = [] if check_mode else self._delete(pruned)
             return self._result(manifest, entries, current, previous, pruned, bool(pruned), orphaned)
-        image.update(catalog.guest_digest(key, extra.get("verify_digest", True) and not check_mode))
+        image.update(catalog.guest_digest(key, extra.get("verify_digest", True), check_mode))
         planned = {"images": manifest["images"] + [image], "latest": manifest["latest"]}
         previous, pruned = _catalog.plan_import(planned, image, keep_last, keep_days)
         if check_mode:

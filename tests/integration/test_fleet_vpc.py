@@ -9,22 +9,18 @@ every image. The real ibm-vpc SDK does every call.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 
 import pytest
 
 from tests.integration.replication import PLAYBOOK, build_disk, qemu_compare, summary
 from tests.integration.test_fleet import ADDRESSES, assert_spread_two_at_a_time, failures, fleet_inventory
-from tests.integration.test_replicate_vpc import SOURCE, ZONE, VpcSite, assert_key_nowhere, emulator  # noqa: F401  # pylint: disable=unused-import
+# pytestmark: the same skip (the emulator's attachments are loop devices: root and a free /dev/loopN).
+from tests.integration.test_replicate_vpc import SOURCE, ZONE, VpcSite, assert_key_nowhere, emulator, pytestmark  # noqa: F401  # pylint: disable=unused-import
 from tests.peers.runner import run_playbook
 
 SERVERS = ["vsrv%02d" % index for index in range(8)]
 ATTACH = "Attach a volume from the snapshot to the conversion host"
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or subprocess.run(["losetup", "--find"], capture_output=True, check=False).returncode != 0,
-    reason="the VPC emulator's attachments are loop devices: they need root and a free /dev/loopN")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ibm_botocore.exceptions import ClientError
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _powervs
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
@@ -53,3 +54,16 @@ def test_delete_target_images_skips_gone_ones_and_reports_the_rest():
     assert deleted == ["ok"] and orphaned == [{"name": "stuck", "id": "id-stuck", "key": None, "msg": "Failed to delete image stuck: HTTP 500"}]
     with pytest.raises(ReplicationError, match="stuck"):
         _catalog.delete_target_images(entries, delete_one, strict=True)
+
+
+def test_a_digest_that_cannot_be_read_fails_naming_the_object_and_never_the_secret():
+    class Refusing:
+        def head_object(self, Bucket, Key):  # noqa: N803 - the SDK's names
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "HeadObject")
+    cos = {"endpoint": "https://s3.example", "access_key_id": "AKIAEXAMPLE0000", "secret_access_key": "catalogSecret-0123456789"}
+    catalog = _catalog.Catalog(Refusing(), cos, "dr-images", "images/", "web01")
+    with pytest.raises(ReplicationError) as caught:
+        catalog.guest_digest("images/web01/web01-20260301-120000.qcow2")
+    message = str(caught.value)
+    assert "verify the guest digest of image" in message and "images/web01/web01-20260301-120000.qcow2" in message, message
+    assert "AccessDenied" in message and "catalogSecret-0123456789" not in message
