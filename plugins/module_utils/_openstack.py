@@ -15,17 +15,9 @@ from __future__ import annotations
 
 import hashlib
 
-from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming, _provider_options, _providers, _wait
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import FailedState, ReplicationError, WaitTimeout
+from ansible_collections.vmimage.replication.plugins.module_utils import _catalog, _cos, _naming, _openstack_cloud, _provider_options, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
-try:
-    import openstack
-    from openstack import exceptions as os_exceptions
-    from keystoneauth1 import exceptions as ks_exceptions
-    IMPORT_ERROR = None
-except ImportError as exc:  # reported by the module that needs it
-    openstack = os_exceptions = ks_exceptions = None
-    IMPORT_ERROR = exc
 
 OPTIONS = _provider_options.OPENSTACK
 PROPERTY_PREFIX = "vmimage_"
@@ -72,47 +64,16 @@ class Target(_providers.Target):
     # --- the cloud ------------------------------------------------------------------------------------------------------------
     @property
     def where(self):
-        return "Glance of cloud %s region %s" % (self.os.get("cloud") or "(auth)", self.os.get("region_name") or "(default)")
+        return _openstack_cloud.where(self.os, "Glance")
 
     @property
     def conn(self):
         if self._conn is None:
-            if openstack is None:
-                raise ReplicationError("Failed to use target openstack: the Python library openstacksdk is not installed (%s); "
-                                       "pip install openstacksdk" % IMPORT_ERROR)
-            kwargs = {k: self.os[k] for k in ("auth", "auth_type", "region_name", "interface") if self.os.get(k)}
-            if self.os.get("validate_certs") is not None:
-                kwargs["verify"] = self.os["validate_certs"]
-            if self.os.get("ca_cert"):
-                kwargs["cacert"] = self.os["ca_cert"]
-            try:
-                self._conn = openstack.connect(cloud=self.os.get("cloud"), app_name="vmimage.replication", **kwargs)
-            except os_exceptions.ConfigException as exc:
-                if "region" in str(exc).lower():
-                    hint = "fix openstack.region_name (or the regions of the cloud in clouds.yaml)"
-                elif self.os.get("cloud"):
-                    hint = ("add cloud %s to clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/) or fix openstack.cloud"
-                            % self.os["cloud"])
-                else:
-                    hint = "set openstack.cloud or openstack.auth"
-                raise ReplicationError("Failed to use target openstack: %s; %s" % (exc, hint), cloud=self.os.get("cloud")) from None
+            self._conn = _openstack_cloud.connect(self.os, "target")
         return self._conn
 
     def _fail(self, action, exc):
-        """A ReplicationError for an openstacksdk / keystoneauth exception, naming what to fix (never the auth dict)."""
-        code = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
-        if isinstance(exc, (ks_exceptions.Unauthorized, os_exceptions.NotSupported)) or code == 401:
-            hint = "check the credentials (openstack.auth or the cloud's auth in clouds.yaml: username, password, project, domain)"
-        elif isinstance(exc, ks_exceptions.EndpointNotFound) or isinstance(exc, ks_exceptions.catalog.EmptyCatalog):
-            hint = "check openstack.region_name and openstack.interface: the catalog has no image endpoint there"
-        elif isinstance(exc, ks_exceptions.ConnectFailure):
-            hint = "check openstack.auth.auth_url (or the cloud's) and the network"
-        elif code == 403:
-            hint = "the user may not do this; check its role in the project"
-        else:
-            hint = "see Glance's answer above"
-        message = getattr(exc, "details", None) or getattr(exc, "message", None) or str(exc)
-        return ReplicationError("Failed to %s in %s: %s; %s" % (action, self.where, message, hint), code=code)
+        return _openstack_cloud.fail(action, self.where, exc)
 
     # --- the images of this server --------------------------------------------------------------------------------------------
     def _entries(self):
@@ -249,7 +210,7 @@ class Target(_providers.Target):
         """A call to the Glance API; an answer of 4xx/5xx fails with Glance's words (it names the refused format, the quota ...)."""
         try:
             response = getattr(self.conn.image, method)(url, raise_exc=False, **kwargs)
-        except (os_exceptions.SDKException, ks_exceptions.ClientException) as exc:
+        except _openstack_cloud.SDK_ERRORS as exc:
             raise self._fail(action, exc) from None
         if response.status_code >= 400:
             text = " ".join((response.text or "").split())[:400]
@@ -268,11 +229,7 @@ class Target(_providers.Target):
         def probe():
             found = self._get(action, image_id)
             return found.get("status") == "active", found
-        try:
-            return _wait.wait_until(probe, self.os.get("timeout") or 1800, self.params.get("wait_sleep") or 2.0,
-                                    failure_states=("killed", "deleted", "deactivated"), what="image %s" % image_id)
-        except (FailedState, WaitTimeout) as exc:
-            raise ReplicationError("Failed to %s in %s: %s; raise openstack.timeout or see Glance's log" % (action, self.where, exc.msg)) from None
+        return _openstack_cloud.wait(probe, self.os, self.params, "image %s" % image_id, action, self.where, ("killed", "deleted", "deactivated"))
 
     def _check_hash(self, action, key, image, reader, found):
         sent = reader.hexdigest("sha256")

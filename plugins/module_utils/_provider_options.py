@@ -35,7 +35,7 @@ IBM_VPC = dict(
     )),
 )
 
-# Target openstack (doc fragment vmimage.replication.openstack), named as openstack.cloud users know them.
+# Provider and target openstack (doc fragment vmimage.replication.openstack), named as openstack.cloud users know them.
 OPENSTACK = dict(
     openstack=dict(type="dict", options=dict(
         cloud=dict(type="str"),
@@ -51,6 +51,7 @@ OPENSTACK = dict(
         min_ram=dict(type="int"),
         properties=dict(type="dict"),
         visibility=dict(type="str", choices=["private", "shared", "community", "public"], default="private"),
+        by_id_dir=dict(type="path", default="/dev/disk/by-id"),
     )),
 )
 

@@ -42,7 +42,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils import _provid
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 # provider name -> module under plugins/module_utils that holds its adapter.
-SOURCES = {"local": "_local_provider", "ibm_vpc": "_ibm_vpc"}
+SOURCES = {"local": "_local_provider", "ibm_vpc": "_ibm_vpc", "openstack": "_openstack_source"}
 TARGETS = {"bucket_catalog": "_bucket_catalog", "ibm_vpc": "_ibm_vpc", "powervs": "_powervs", "openstack": "_openstack"}
 
 _PACKAGE = "ansible_collections.vmimage.replication.plugins.module_utils"
@@ -58,6 +58,7 @@ def _bundle():
     from ansible_collections.vmimage.replication.plugins.module_utils import _ibm_vpc  # noqa: F401
     from ansible_collections.vmimage.replication.plugins.module_utils import _powervs  # noqa: F401
     from ansible_collections.vmimage.replication.plugins.module_utils import _openstack  # noqa: F401
+    from ansible_collections.vmimage.replication.plugins.module_utils import _openstack_source  # noqa: F401
 
 
 def _adapter_module(name, registry, kind):

@@ -56,3 +56,24 @@ def vpc_emulator_factory(tmp_path):
                 failures.append(exc)  # reported below, once the others are stopped
         if failures:
             raise failures[0]
+
+
+@pytest.fixture(scope="session")
+def openstack_emulator(openstack_cloud, tmp_path_factory):
+    """Cinder and Nova emulated (tests/emulators/openstack_server.py) behind the session's real Keystone, in RegionOne's
+    catalog. Tests share it: each calls ``reset()`` first. Its conversion-host attachments are loop devices (root)."""
+    from tests.emulators import openstack_server  # pylint: disable=import-outside-toplevel
+
+    data, by_id = _dirs(tmp_path_factory.mktemp("openstack-emulator"))
+    emulator = openstack_server.start(openstack_cloud.auth_url, data, by_id)
+    conn = openstack_cloud.connect("RegionOne")
+    try:
+        emulator.register(conn, ["RegionOne"])
+    finally:
+        conn.close()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+        left = emulator.leftovers()
+        assert left == {"loops": [], "links": []}, "the OpenStack emulator left attachments: %s" % left

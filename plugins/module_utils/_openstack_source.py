@@ -1,0 +1,293 @@
+# Copyright: vmimage.replication contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
+"""Provider ``openstack``: a volume-backed Nova server, its Cinder volumes and snapshots (openstacksdk, clouds.yaml).
+
+A server is found by its exact name (Nova filters names as regular expressions, so the match is made here; two
+servers of one name are refused). A snapshot is a Cinder snapshot of the boot volume, taken with ``force`` (the guest
+keeps running; freeze it with ``consistency`` for a crash-consistent one) and marked in its metadata
+(``created-by``, ``source-server``, ``snapshot-time``). ``volume_attach`` makes a volume ``<snapshot>-conv`` from the
+snapshot, attaches it to the conversion host's server through Nova and finds it by its serial, the volume id
+(``<by_id_dir>/virtio-<first 20 characters>``), never by Nova's guess of the device name.
+
+Restore is Cinder's revert (microversion 3.40): in place, to the volume's *latest* snapshot, and only while the volume is
+detached (``available``); anything else is refused with what to do. A revert is recorded in the snapshot's metadata
+(``reverted-volume``: volume id and its ``updated_at`` after the revert), so restoring again before the volume changed
+state is no change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _openstack_cloud, _provider_options, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
+
+OPTIONS = _provider_options.OPENSTACK
+GIB = 1024 ** 3
+ROOT_DEVICES = ("/dev/vda", "/dev/sda", "/dev/xvda", "/dev/hda")
+REVERTED = "reverted-volume"
+
+
+def conv_volume_name(snapshot_name):
+    return "%s-conv" % snapshot_name
+
+
+def _iso(value):
+    return (value or "")[:19] + "Z" if value else None
+
+
+def _ours(resource):
+    return (resource.metadata or {}).get("created-by") == _naming.CREATED_BY
+
+
+class Source(_providers.Source):
+    name = "openstack"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.os = params.get("openstack") or {}
+        self._conn = None
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = _openstack_cloud.connect(self.os, "provider")
+        return self._conn
+
+    def call(self, action, service, function, *args, **kwargs):
+        """``function(*args, **kwargs)`` with SDK errors as ReplicationError naming the service and what to fix."""
+        try:
+            return function(*args, **kwargs)
+        except _openstack_cloud.SDK_ERRORS as exc:
+            endpoint = "block-storage" if service == "Cinder" else "compute"
+            raise _openstack_cloud.fail(action, _openstack_cloud.where(self.os, service), exc, service, endpoint) from None
+
+    def _wait(self, probe, what, action, failure_states=("error",)):
+        return _openstack_cloud.wait(probe, self.os, self.params, what, action, _openstack_cloud.where(self.os, "Cinder"), failure_states)
+
+    # --- the server ---------------------------------------------------------------------------------------------------------
+    def find_server(self, name, action="find server"):
+        found = [s for s in self.call("%s %s" % (action, name), "Nova", lambda: list(self.conn.compute.servers(name="^%s$" % re.escape(name))))
+                 if s.name == name]
+        if not found and re.match(r"^[0-9a-f-]{36}$", name):
+            found = [s for s in [self.call(action, "Nova", self.conn.compute.find_server, name, ignore_missing=True)] if s is not None]
+        if not found:
+            raise ReplicationError("Failed to %s %s: no server of that name in %s; check the name, openstack.region_name and the project"
+                                   % (action, name, _openstack_cloud.where(self.os, "Nova")), server=name)
+        if len(found) > 1:
+            raise ReplicationError("Failed to %s %s: %d servers have that name (%s); rename all but one, names must be unique for replication"
+                                   % (action, name, len(found), ", ".join(sorted(s.id for s in found))), server=name)
+        return found[0]
+
+    def _volume(self, volume_id, action):
+        vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
+        return {"id": vol.id, "name": vol.name, "size": (vol.size or 0) * GIB, "profile": vol.volume_type, "zone": vol.availability_zone,
+                "status": vol.status, "bootable": str(vol.is_bootable).lower() == "true"}
+
+    def server_info(self, server):
+        action = "find server"
+        found = self.find_server(server)
+        attachments = self.call("%s %s" % (action, server), "Nova", lambda: list(self.conn.compute.volume_attachments(found)))
+        volumes = [dict(self._volume(a.volume_id, action), device=a.device) for a in sorted(attachments, key=lambda a: a.device or "")]
+        boot = next((v for v in volumes if v["device"] in ROOT_DEVICES), None) or next((v for v in volumes if v["bootable"]), None)
+        if boot is None:
+            raise ReplicationError("Failed to find server %s: server %s boots from an image, not a volume; the openstack provider replicates "
+                                   "volume-backed servers (snapshot its disk with Nova's createImage by hand)" % (server, found.id), server=server)
+        snaps = self._snapshots(volume_id=boot["id"])
+        return {"name": server, "id": found.id, "zone": found.availability_zone, "profile": (found.flavor or {}).get("original_name"),
+                "os": None, "boot_volume": boot, "volumes": [boot] + [v for v in volumes if v is not boot], "status": found.status,
+                "latest_snapshot": self.public_snapshot(snaps[-1]) if snaps else None}
+
+    # --- snapshots ----------------------------------------------------------------------------------------------------------
+    def _snapshots(self, **filters):
+        found = self.call("list snapshots", "Cinder", lambda: list(self.conn.block_storage.snapshots(**filters)))
+        return sorted(found, key=lambda s: (s.created_at or "", s.name or ""))
+
+    @staticmethod
+    def public_snapshot(snap):
+        meta = snap.metadata or {}
+        created = _iso(snap.created_at)
+        return {"name": snap.name, "id": snap.id, "volume": snap.volume_id, "server": meta.get("source-server"), "created": created,
+                "size": (snap.size or 0) * GIB, "format": "raw", "fingerprint": None, "created_by": meta.get("created-by"),
+                "status": snap.status, "os": None,
+                "snapshot_time": _naming.format_time(meta["snapshot-time"]) if meta.get("snapshot-time") else created}
+
+    def find_snapshot(self, ident, action):
+        named = self._snapshots(name=ident)
+        if named:
+            return named[0]
+        found = self.call(action, "Cinder", self.conn.block_storage.find_snapshot, ident, ignore_missing=True) \
+            if re.match(r"^[0-9a-f-]{36}$", ident) else None
+        if found is None:
+            raise ReplicationError("Failed to %s: no snapshot %s in %s; check the snapshot's name"
+                                   % (action, ident, _openstack_cloud.where(self.os, "Cinder")), name=ident)
+        return found
+
+    def _wait_snapshot(self, snap, action):
+        def probe():
+            found = self.call(action, "Cinder", self.conn.block_storage.get_snapshot, snap.id)
+            return found.status == "available", {"status": found.status, "snapshot": found}
+        return self._wait(probe, "snapshot %s" % snap.name, action, ("error", "error_deleting"))["snapshot"]
+
+    def snapshot_create(self, volume, server=None, name=None, check_mode=False):
+        action = "snapshot volume %s" % volume
+        when = _naming.format_time(datetime.datetime.now(datetime.timezone.utc))
+        name = name or _naming.image_name(server or "snapshot", when)
+        existing = self._snapshots(name=name)
+        if existing:
+            if existing[0].volume_id != volume:
+                raise ReplicationError("Failed to %s: snapshot %s already exists of another volume; choose another name" % (action, name))
+            return self.public_snapshot(existing[0] if check_mode else self._wait_snapshot(existing[0], action)), False
+        metadata = {"created-by": _naming.CREATED_BY, "snapshot-time": _naming.stamp(when)}
+        if server:
+            metadata["source-server"] = server
+        if check_mode:
+            return {"name": name, "id": None, "volume": volume, "server": server, "created": when, "size": None, "format": "raw",
+                    "fingerprint": None, "created_by": _naming.CREATED_BY, "status": None, "os": None, "snapshot_time": when}, True
+        snap = self.call(action, "Cinder", self.conn.block_storage.create_snapshot, volume_id=volume, name=name, force=True, metadata=metadata,
+                         description="made by %s" % _naming.CREATED_BY)
+        try:
+            return self.public_snapshot(self._wait_snapshot(snap, action)), True
+        except ReplicationError as failure:
+            try:  # a failed or stuck snapshot of this run is not left behind
+                self._delete_snapshot(snap, action + " (and remove the snapshot it made, %s: remove it by hand)" % name)
+            except ReplicationError as cleanup:
+                failure.extend_msg(cleanup.msg)
+            raise
+
+    def _delete_snapshot(self, snap, action):
+        self.call(action, "Cinder", self.conn.block_storage.delete_snapshot, snap, ignore_missing=True)
+
+        def probe():
+            found = self.call(action, "Cinder", self.conn.block_storage.find_snapshot, snap.id, ignore_missing=True)
+            return found is None, {"status": found.status if found is not None else "deleted"}
+        self._wait(probe, "snapshot %s" % snap.name, action, ("error_deleting",))
+
+    def snapshot_list(self, server=None, volume=None, name=None):
+        filters = {k: v for k, v in (("name", name), ("volume_id", volume)) if v}
+        found = [self.public_snapshot(s) for s in self._snapshots(**filters)]
+        return [s for s in found if server is None or s["server"] == server]
+
+    def snapshot_delete(self, name, check_mode=False):
+        found = self._snapshots(name=name)
+        if not found:
+            return None, False
+        if not _ours(found[0]):
+            raise ReplicationError("Failed to remove snapshot %s: it was not made by %s (no created-by metadata); remove it by hand if it is no "
+                                   "longer needed" % (name, _naming.CREATED_BY), name=name)
+        if not check_mode:
+            self._delete_snapshot(found[0], "remove snapshot %s" % name)
+        return self.public_snapshot(found[0]), True
+
+    def snapshot_restore(self, name, volume=None, check_mode=False):
+        action = "restore snapshot %s" % name
+        snap = self.find_snapshot(name, action)
+        result = self.public_snapshot(snap)
+        vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume or snap.volume_id)
+        result["restored_volume"] = {"id": vol.id, "name": vol.name}
+        if (snap.metadata or {}).get(REVERTED) == "%s@%s" % (vol.id, vol.updated_at):
+            return result, False  # reverted to this snapshot, and the volume has not changed state since
+        if vol.id != snap.volume_id:
+            raise ReplicationError("Failed to %s: it is a snapshot of volume %s, not of %s; Cinder reverts a volume only to its own snapshots"
+                                   % (action, snap.volume_id, vol.id))
+        if vol.status != "available":
+            on = ", ".join("server %s as %s" % (a.get("server_id"), a.get("device")) for a in vol.attachments or []) or "no server"
+            raise ReplicationError("Failed to %s: volume %s is %s (attached to %s); Cinder reverts only a detached volume (status available): "
+                                   "detach it (for a boot volume: delete or shelve-offload the server, keeping the volume) and run again"
+                                   % (action, vol.id, vol.status, on), status=vol.status)
+        latest = self._snapshots(volume_id=vol.id)[-1]
+        if latest.id != snap.id:
+            raise ReplicationError("Failed to %s: Cinder reverts a volume only to its latest snapshot, and %s is newer; remove the newer snapshots "
+                                   "(snapshot state=absent) or attach a volume made from %s instead" % (action, latest.name or latest.id, name))
+        if check_mode:
+            return result, True
+        self.call(action, "Cinder", self.conn.block_storage.revert_volume_to_snapshot, vol, snap)
+
+        def probe():
+            found = self.call(action, "Cinder", self.conn.block_storage.get_volume, vol.id)
+            return found.status == "available", {"status": found.status, "volume": found}
+        reverted = self._wait(probe, "volume %s" % vol.id, action, ("error", "error_restoring"))["volume"]
+        self.call(action, "Cinder", self.conn.block_storage.set_snapshot_metadata, snap, **{REVERTED: "%s@%s" % (vol.id, reverted.updated_at)})
+        return result, True
+
+    # --- the volume on the conversion host ----------------------------------------------------------------------------------
+    def volume_attach(self, snapshot, host, check_mode=False):
+        action = "attach a volume from snapshot %s" % snapshot
+        snap = self.find_snapshot(snapshot, action)
+        server = self.find_server(host, action="find conversion host")
+        answer = {"volume_id": None, "attachment_id": None, "device": None, "host": server.id, "snapshot": snap.name}
+        existing = [v for v in self._volumes(conv_volume_name(snap.name)) if _ours(v)]
+        vol = existing[0] if existing else None
+        on_host = vol is not None and any(a.get("server_id") == server.id for a in vol.attachments or [])
+        if not on_host and check_mode:
+            answer["volume_id"] = vol.id if vol is not None else None
+            return answer, True
+        try:
+            if vol is None:
+                vol = self._volume_from(snap, server, action)
+            answer["volume_id"] = vol.id
+            if not on_host:
+                self.call(action, "Nova", self.conn.compute.create_volume_attachment, server, volume_id=vol.id)
+            vol = self._wait_volume(vol.id, "in-use", action, ("error", "available", "error_attaching"))
+            answer["attachment_id"] = next(a.get("attachment_id") for a in vol.attachments if a.get("server_id") == server.id)
+            answer["device"] = self._device(vol.id, action)
+        except ReplicationError:
+            if answer["volume_id"] and not on_host:
+                self.volume_detach(dict(answer))
+            raise
+        return answer, not on_host
+
+    def _volumes(self, name):
+        return self.call("list volumes %s" % name, "Cinder", lambda: list(self.conn.block_storage.volumes(name=name)))
+
+    def _volume_from(self, snap, server, action):
+        metadata = {"created-by": _naming.CREATED_BY, "source-snapshot": snap.id, "conversion-host": server.id}
+        vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), snapshot_id=snap.id,
+                        size=snap.size, metadata=metadata, availability_zone=server.availability_zone)
+        try:
+            return self._wait_volume(vol.id, "available", action, ("error",))
+        except ReplicationError:
+            self._delete_volume(vol.id, action)
+            raise
+
+    def _wait_volume(self, volume_id, status, action, failure_states):
+        def probe():
+            found = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
+            return found.status == status, {"status": found.status, "volume": found}
+        return self._wait(probe, "volume %s" % volume_id, action, failure_states)["volume"]
+
+    def _device(self, volume_id, action):
+        """The volume's by-id link (its serial is the volume id), waited for: udev makes it a moment after ``in-use``."""
+        link = os.path.join(self.os.get("by_id_dir") or "/dev/disk/by-id", "virtio-%s" % volume_id[:20])
+        self._wait(lambda: (os.path.exists(link), {"status": "present" if os.path.exists(link) else "absent"}), "device link %s" % link, action, ())
+        return link
+
+    def volume_detach(self, attachment, check_mode=False):
+        result = dict(attachment, device=None, attachment_id=None)
+        if attachment.get("volume_id"):
+            found = self.call("detach volume", "Cinder", self.conn.block_storage.find_volume, attachment["volume_id"], ignore_missing=True)
+            vols = [found] if found is not None else []
+        else:
+            vols = self._volumes(conv_volume_name(attachment.get("snapshot") or ""))
+        vols = [v for v in vols if _ours(v)]
+        if not vols or check_mode:
+            return result, bool(vols)
+        for vol in vols:
+            self._delete_volume(vol.id, "detach volume %s" % vol.id)
+        return result, True
+
+    def _delete_volume(self, volume_id, action):
+        vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
+        for att in vol.attachments or []:
+            self.call(action, "Nova", self.conn.compute.delete_volume_attachment, att.get("server_id"), vol.id, ignore_missing=True)
+        if vol.attachments or vol.status in ("attaching", "reserved", "detaching"):
+            vol = self._wait_volume(volume_id, "available", action, ("error", "error_detaching"))
+        self.call(action, "Cinder", self.conn.block_storage.delete_volume, vol, ignore_missing=True)
+
+        def probe():
+            found = self.call(action, "Cinder", self.conn.block_storage.find_volume, volume_id, ignore_missing=True)
+            return found is None, {"status": found.status if found is not None else "deleted"}
+        self._wait(probe, "volume %s" % volume_id, action, ("error_deleting",))
