@@ -6,12 +6,17 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The options of target openstack (plugins/module_utils/_openstack.py, OPTIONS); names as openstack.cloud has them.
+    # The options of provider and target openstack (plugins/module_utils/_provider_options.py, OPENSTACK); names as openstack.cloud has them.
     DOCUMENTATION = r"""
 options:
   openstack:
     description:
       - An OpenStack region whose Glance receives the images, with O(ignore:target=openstack); reached through openstacksdk.
+      - With O(ignore:provider=openstack), the region of the source server, a volume-backed Nova server. Its boot volume is
+        snapshotted in Cinder (with C(force), the guest keeps running), the snapshot marked in its metadata (C(created-by),
+        C(source-server), C(snapshot-time)); a volume C(<snapshot>-conv) made from it is attached to the conversion host's
+        server and found by its serial (the volume id). A restore is Cinder's revert, in place, to the volume's latest
+        snapshot, while the volume is detached.
       - Images are uploaded as C(disk_format=qcow2), C(container_format=bare) and named C(<server>-<YYYYMMDD-HHMMSS>) (the snapshot
         time); the newest is renamed C(<server>-latest) once it is active. The collection's state is in image properties
         (C(vmimage_created_by), C(vmimage_server), C(vmimage_snapshot_time), C(vmimage_sha256), C(vmimage_key)); images without them are
@@ -34,7 +39,7 @@ options:
         description: keystoneauth plugin name (V(password), V(v3applicationcredential), ...); default is the cloud's.
         type: str
       region_name:
-        description: Region whose image endpoint is used.
+        description: Region whose endpoints (image; block-storage and compute for the provider) are used.
         type: str
       interface:
         description: Endpoint interface taken from the service catalog.
@@ -51,13 +56,16 @@ options:
         type: path
         aliases: [cacert]
       wait:
-        description: Wait until the uploaded image is C(active) before it is checked and rotated.
+        description: Target only - wait until the uploaded image is C(active) before it is checked and rotated.
         type: bool
         default: true
       timeout:
-        description: Seconds to wait for the image to become C(active).
+        description: Seconds to wait for the image to become C(active), or a snapshot, volume or attachment to be ready.
         type: int
         default: 1800
+      wait_sleep:
+        description: Seconds between two looks at something being made (an image, a snapshot, a volume); default the module's O(ignore:wait_sleep), else 2.
+        type: float
       min_disk:
         description: C(min_disk) (GiB) of the new image, normally the source volume's size.
         type: int
@@ -74,4 +82,10 @@ options:
         type: str
         choices: [private, shared, community, public]
         default: private
+      by_id_dir:
+        description:
+          - Provider only - where the conversion host's kernel lists disks by serial; a volume attached by
+            M(vmimage.replication.volume_attach) is C(<by_id_dir>/virtio-<first 20 characters of the volume id>).
+        type: path
+        default: /dev/disk/by-id
 """

@@ -15,8 +15,9 @@ options:
       - The cloud the server lives in; its adapter answers every stage the same way.
       - V(local) - the server is disk image files or block devices of the managed host, snapshots are files in O(snapshot_dir).
       - V(ibm_vpc) - IBM Cloud VPC instances and their block storage volumes.
+      - V(openstack) - volume-backed Nova servers and their Cinder volumes and snapshots (options in O(openstack)).
     type: str
-    choices: [ibm_vpc, local]
+    choices: [ibm_vpc, local, openstack]
     default: local
   snapshot_dir:
     description:

@@ -67,6 +67,7 @@ def fail(action, place, exc, service="Glance", endpoint="image"):
 def wait(probe, options, params, what, action, place, failure_states=("error",)):
     """``_wait.wait_until`` bounded by ``openstack.timeout``; a failed state or the timeout fails naming ``what``."""
     try:
-        return _wait.wait_until(probe, options.get("timeout") or 1800, params.get("wait_sleep") or 2.0, failure_states=failure_states, what=what)
+        return _wait.wait_until(probe, options.get("timeout") or 1800, options.get("wait_sleep") or params.get("wait_sleep") or 2.0,
+                                failure_states=failure_states, what=what)
     except (FailedState, WaitTimeout) as exc:
         raise ReplicationError("Failed to %s in %s: %s; raise openstack.timeout or see the service's log" % (action, place, exc.msg)) from None

@@ -47,6 +47,7 @@ OPENSTACK = dict(
         ca_cert=dict(type="path", aliases=["cacert"]),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=1800),
+        wait_sleep=dict(type="float"),
         min_disk=dict(type="int"),
         min_ram=dict(type="int"),
         properties=dict(type="dict"),

@@ -28,6 +28,7 @@ requirements:
 extends_documentation_fragment:
   - vmimage.replication.provider
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
 options:
   volume:
     description:

@@ -19,6 +19,7 @@ extends_documentation_fragment:
   - vmimage.replication.provider
   - vmimage.replication.catalog.info_module
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
 options:
   server:
     description:

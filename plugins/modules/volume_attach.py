@@ -22,6 +22,7 @@ author:
 extends_documentation_fragment:
   - vmimage.replication.provider
   - vmimage.replication.ibm_vpc
+  - vmimage.replication.openstack
 options:
   snapshot:
     description:

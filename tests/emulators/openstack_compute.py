@@ -32,7 +32,9 @@ class Compute:
         server = {"id": sid, "name": name, "status": "ACTIVE", "zone": zone, "created": base.now(), "conversion_host": conversion_host,
                   "attached": []}
         self.cloud.servers[sid] = server
-        self._attach_now(server, boot, "/dev/vda")
+        att = {"volume_id": boot["id"], "device": "/dev/vda", "attachment_id": self.cloud.new_id(), "bdm_uuid": self.cloud.new_id()}
+        server["attached"].append(att)
+        self._in_use(server, boot, att, expose=False)  # the host's own root disk is not one the tests read
         return dict(server, boot_volume=boot["id"])
 
     # --- routing ----------------------------------------------------------------------------------------------------------------
@@ -121,16 +123,11 @@ class Compute:
         self.cloud.later(attached)
         return self._attachment_view(server, att, micro)
 
-    def _attach_now(self, server, volume, device):
-        att = {"volume_id": volume["id"], "device": device, "attachment_id": self.cloud.new_id(), "bdm_uuid": self.cloud.new_id()}
-        server["attached"].append(att)
-        self._in_use(server, volume, att)
-
-    def _in_use(self, server, volume, att):
+    def _in_use(self, server, volume, att, expose=True):
         base.touch(volume, status="in-use")
         volume["attachments"] = [{"id": volume["id"], "attachment_id": att["attachment_id"], "volume_id": volume["id"], "server_id": server["id"],
                                   "host_name": None, "device": att["device"], "attached_at": base.now()}]
-        if server["conversion_host"] and self.cloud.by_id_dir:
+        if expose and server["conversion_host"] and self.cloud.by_id_dir:
             loop = subprocess.run(["losetup", "--find", "--show", self.cloud.block.path(volume["id"])], check=True, capture_output=True,
                                   text=True).stdout.strip()
             self.loops[volume["id"]] = loop

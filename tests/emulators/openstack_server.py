@@ -73,6 +73,7 @@ class Cloud:
         self.timers = []  # (due, sequence, function)
         self.sequence = 0
         self.calls = []  # (method, path) of every request, for tests
+        self.faults = []  # [method, path regex, code, message, count]: the next matching requests fail so
         self.block = openstack_block.Block(self)
         self.compute = openstack_compute.Compute(self)
 
@@ -157,6 +158,7 @@ class Emulator:
             body = json.loads(raw) if raw else None
             with self.cloud.lock:
                 self.cloud.calls.append((method, "/%s%s" % (service, rest)))
+                self._injected(method, "/%s%s" % (service, rest))
                 self.cloud.settle()
                 api = self.cloud.block if service == "volume" else self.cloud.compute
                 status, answer = api.route(method, rest, query, body, micro, project)
@@ -166,6 +168,20 @@ class Emulator:
             return 400, Fault(400, "Invalid input for the request: %s" % exc).body(), {}
         label = SERVICES[service][5]
         return status, answer, {"OpenStack-API-Version": "%s %d.%d" % (label, micro[0], micro[1]), "Vary": "OpenStack-API-Version"}
+
+    def inject(self, method, pattern, code, message, count=1):
+        """The next ``count`` requests ``method`` on a path matching ``pattern`` fail with ``code`` and ``message``."""
+        with self.cloud.lock:
+            self.cloud.faults.append([method, pattern, code, message, count])
+
+    def _injected(self, method, path):
+        for fault in self.cloud.faults:
+            if fault[4] > 0 and fault[0] == method and re.search(fault[1], path):
+                fault[4] -= 1
+                raise Fault(fault[2], fault[3])
+
+    def faults_left(self):
+        return sum(f[4] for f in self.cloud.faults)
 
     def _versions(self, service, single):
         _name, _kind, version, low, high, _label = SERVICES[service]
@@ -234,6 +250,7 @@ class Emulator:
             self.cloud.volumes.clear()
             self.cloud.snapshots.clear()
             self.cloud.calls.clear()
+            self.cloud.faults.clear()
             for name in os.listdir(self.cloud.data_dir):
                 os.unlink(os.path.join(self.cloud.data_dir, name))
 
