@@ -191,7 +191,8 @@ class OpenStackSourcePeer:
         self.host = self.emu.seed_server("conversion-host", conversion_host=True)["id"]
 
     def settings(self):
-        return {"auth": self.cloud.auth(), "region_name": "RegionOne", "interface": "public", "timeout": 60, "by_id_dir": self.emu.cloud.by_id_dir}
+        return {"auth": self.cloud.auth(), "region_name": "RegionOne", "interface": "public", "timeout": 60, "wait_sleep": 0.05,
+                "by_id_dir": self.emu.cloud.by_id_dir}
 
     def source(self, **params):
         base = {"provider": "openstack", "openstack": self.settings(), "wait_sleep": 0.05}

@@ -1,0 +1,166 @@
+"""Provider openstack through the modules: bad input named, check mode, idempotent re-runs, Cinder's revert rules, and a
+crash-consistent Cinder snapshot (libvirt's test driver) whose thaw is proven when Cinder refuses the snapshot.
+
+Cinder and Nova are the emulator of tests/emulators/openstack_server.py behind the session's real Keystone."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.vmimage.replication.plugins.module_utils import _consistency
+from tests.unit.providers.conftest import openstack_source
+
+pytestmark = pytest.mark.xdist_group("openstack")
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def cloud(request, tmp_path):
+    return openstack_source(tmp_path, request)
+
+
+def _args(cloud, **extra):
+    return dict({"provider": "openstack", "openstack": cloud.settings()}, **extra)
+
+
+def _seed(cloud, name="web01", data=b"first state " * 1000):
+    cloud.make_server(name, data)
+    return cloud.boot[name]
+
+
+def _no_secret(cloud, result):
+    assert cloud.cloud.password not in json.dumps(result)
+
+
+def test_bad_input_is_named(cloud, module_runner, monkeypatch, tmp_path):
+    _seed(cloud)
+    cloud.emu.seed_server("twin")
+    cloud.emu.seed_server("twin")
+    missing = module_runner("server_info", _args(cloud, server="ghost01"))
+    assert missing["failed"] and missing["msg"].startswith("Failed to find server ghost01: no server of that name in Nova"), missing
+    twins = module_runner("server_info", _args(cloud, server="twin"))
+    assert twins["failed"] and "2 servers have that name" in twins["msg"], twins
+    prefix = module_runner("server_info", _args(cloud, server="web0"))  # Nova's name filter is a regex: web0 would match web01
+    assert prefix["failed"] and "no server of that name" in prefix["msg"], prefix
+    wrong = module_runner("server_info", _args(cloud, server="web01", openstack=dict(cloud.settings(), auth=cloud.cloud.auth("not-the-password"))))
+    assert wrong["failed"] and "check the credentials" in wrong["msg"], wrong
+    _no_secret(cloud, wrong)
+    assert "not-the-password" not in json.dumps(wrong)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", cloud.cloud.clouds_yaml)
+    unknown = module_runner("server_info", _args(cloud, server="web01", openstack={"cloud": "nosuchcloud", "region_name": "RegionOne"}))
+    assert unknown["failed"] and "add cloud nosuchcloud to clouds.yaml" in unknown["msg"], unknown
+    by_cloud = module_runner("server_info", _args(cloud, server="web01", openstack={"cloud": "peer", "region_name": "RegionOne"}))
+    assert by_cloud["server"]["boot_volume"]["size"] == 1024 ** 3 and by_cloud["server"]["boot_volume"]["fingerprint"] is None
+    _no_secret(cloud, by_cloud)
+
+
+def test_snapshot_module_check_mode_idempotence_and_delete(cloud, module_runner):
+    boot = _seed(cloud)
+    args = _args(cloud, volume=boot, server="web01", name="web01-manual")
+    planned = module_runner("snapshot", args, check_mode=True)
+    assert planned["changed"] is True and planned["snapshot"]["name"] == "web01-manual" and not cloud.emu.cloud.snapshots
+    made = module_runner("snapshot", args)
+    assert made["changed"] is True and made["snapshot"]["server"] == "web01" and made["snapshot"]["created_by"] == "vmimage.replication"
+    (record,) = cloud.emu.cloud.snapshots.values()
+    assert record["metadata"]["source-server"] == "web01" and record["status"] == "available"
+    again = module_runner("snapshot", args)
+    assert again["changed"] is False and again["snapshot"]["id"] == made["snapshot"]["id"] and len(cloud.emu.cloud.snapshots) == 1
+    listed = module_runner("snapshot_info", _args(cloud, server="web01"))
+    assert [s["name"] for s in listed["snapshots"]] == ["web01-manual"] and listed["changed"] is False
+    gone = module_runner("snapshot", _args(cloud, name="web01-manual", state="absent"), check_mode=True)
+    assert gone["changed"] is True and len(cloud.emu.cloud.snapshots) == 1
+    assert module_runner("snapshot", _args(cloud, name="web01-manual", state="absent"))["changed"] is True
+    assert module_runner("snapshot", _args(cloud, name="web01-manual", state="absent"))["changed"] is False
+    cloud.emu.cloud.settle(wait=True)
+    assert not cloud.emu.cloud.snapshots
+
+
+def test_revert_takes_only_the_latest_snapshot_and_reads_back_its_bytes(cloud, module_runner):
+    boot = _seed(cloud, data=b"A" * MIB)
+    first = module_runner("snapshot", _args(cloud, volume=boot, server="web01", name="web01-a"))["snapshot"]
+    cloud.write_volume("web01", b"B" * MIB)
+    module_runner("snapshot", _args(cloud, volume=boot, server="web01", name="web01-b"))
+    cloud.write_volume("web01", b"C" * MIB)
+    cloud.detach("web01")
+    older = module_runner("snapshot", _args(cloud, name="web01-a", state="restored"))
+    assert older["failed"] and "only to its latest snapshot, and web01-b is newer" in older["msg"], older
+    planned = module_runner("snapshot", _args(cloud, name="web01-b", state="restored"), check_mode=True)
+    assert planned["changed"] is True and cloud.read_volume("web01")[:MIB] == b"C" * MIB
+    done = module_runner("snapshot", _args(cloud, name="web01-b", state="restored"))
+    assert done["changed"] is True and done["snapshot"]["restored_volume"]["id"] == boot
+    assert cloud.read_volume("web01")[:MIB] == b"B" * MIB
+    assert module_runner("snapshot", _args(cloud, name="web01-b", state="restored"))["changed"] is False
+    # once the older one is the latest, it can be reverted to
+    assert module_runner("snapshot", _args(cloud, name="web01-b", state="absent"))["changed"] is True
+    cloud.emu.cloud.settle(wait=True)
+    assert module_runner("snapshot", _args(cloud, name=first["name"], state="restored"))["changed"] is True
+    assert cloud.read_volume("web01")[:MIB] == b"A" * MIB
+
+
+def test_volume_attach_module_check_mode_idempotence_and_detach(cloud, module_runner):
+    boot = _seed(cloud, data=b"D" * MIB)
+    snap = module_runner("snapshot", _args(cloud, volume=boot, server="web01", name="web01-s"))["snapshot"]
+    args = _args(cloud, snapshot=snap["name"], host="conversion-host")
+    planned = module_runner("volume_attach", args, check_mode=True)
+    assert planned["changed"] is True and planned["attachment"]["device"] is None and len(cloud.emu.cloud.volumes) == 2
+    made = module_runner("volume_attach", args)
+    device = made["attachment"]["device"]
+    assert made["changed"] is True and os.path.basename(device) == "virtio-" + made["attachment"]["volume_id"][:20]
+    with open(device, "rb") as handle:
+        assert handle.read(MIB) == b"D" * MIB
+    again = module_runner("volume_attach", args)
+    assert again["changed"] is False and again["attachment"]["device"] == device
+    off = dict(args, state="absent", attachment=made["attachment"])
+    assert module_runner("volume_attach", off, check_mode=True)["changed"] is True and os.path.exists(device)
+    assert module_runner("volume_attach", off)["changed"] is True and not os.path.exists(device)
+    assert module_runner("volume_attach", off)["changed"] is False
+    cloud.emu.cloud.settle(wait=True)
+    assert len(cloud.emu.cloud.volumes) == 2 and cloud.emu.leftovers() == {"loops": [], "links": []}
+    missing = module_runner("volume_attach", dict(args, host="no-such-host"))
+    assert missing["failed"] and missing["msg"].startswith("Failed to find conversion host no-such-host"), missing
+
+
+@pytest.fixture
+def guest(cloud, tmp_path):
+    """A libvirt test-driver guest whose disk is web01's Cinder volume file."""
+    libvirt = pytest.importorskip("libvirt")
+    from tests.unit.plugins.module_utils.test__consistency import NODE, Recorder
+
+    boot = _seed(cloud, data=b"G" * MIB)
+    node = tmp_path / "node.xml"
+    node.write_text(NODE % cloud.emu.volume_path(boot))
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
+    conn = libvirt.open("test://%s" % node)
+    rec = Recorder(conn.lookupByName("web01"))
+    rec.conn, rec.boot = conn, boot
+    yield rec
+    conn.close()
+
+
+def test_crash_consistent_cinder_snapshot_thaws_on_success_and_when_cinder_refuses(cloud, guest, module_runner, monkeypatch):
+    from tests.unit.plugins.module_utils.test__consistency import NoClose, thawed
+
+    monkeypatch.setattr(_consistency, "open_domain", lambda uri, name: (NoClose(guest.conn), guest))
+    frozen_during = []
+    real_freeze = guest.fsFreeze
+
+    def freeze(mountpoints=None, flags=0):
+        done = real_freeze(mountpoints, flags)
+        frozen_during.append(len(cloud.emu.cloud.snapshots))  # no snapshot yet when the guest is frozen
+        return done
+    monkeypatch.setattr(guest, "fsFreeze", freeze)
+    args = _args(cloud, volume=guest.boot, server="web01", consistency="required", domain="web01", libvirt_uri="test:///unused", max_frozen=30)
+    res = module_runner("snapshot", dict(args, name="web01-frozen"))
+    assert res["changed"] is True and res["consistency"]["state"] == "frozen" and res["consistency"]["frozen_count"] == 2, res
+    assert frozen_during == [0] and [c[0] for c in guest.calls] == ["freeze", "thaw"] and thawed(guest.real)
+
+    guest.calls.clear()
+    cloud.emu.inject("POST", r"^/volume/snapshots$", 413, "SnapshotLimitExceeded: Maximum number of snapshots allowed (1) exceeded")
+    refused = module_runner("snapshot", dict(args, name="web01-refused"))
+    assert refused["failed"] and "Maximum number of snapshots allowed" in refused["msg"], refused
+    assert [c[0] for c in guest.calls] == ["freeze", "thaw"] and thawed(guest.real)
+    assert sorted(s["name"] for s in cloud.emu.cloud.snapshots.values()) == ["web01-frozen"]
+    _no_secret(cloud, refused)
