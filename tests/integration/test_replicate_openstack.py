@@ -15,7 +15,10 @@ import subprocess
 import uuid
 
 import pytest
+from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
+from ibm_vpc.vpc_v1 import VpcV1
 
+from tests.emulators import vpc_control
 from tests.emulators.fixtures import openstack_emulator  # noqa: F401 pylint: disable=unused-import
 from tests.integration.replication import Site, build_disk, qemu_compare, summary
 from tests.peers.openstack import session_peer
@@ -37,6 +40,7 @@ class OpenStackSite(Site):
     cloud = None
     emu = None
     boot = None
+    vars_file = None  # a 0600 file of secret variables given with -e @file (never in the inventory)
 
     def inventory(self, **extra_vars):
         fast = {"cloud": "peer", "timeout": 120, "wait_sleep": 0.1}
@@ -64,7 +68,8 @@ class OpenStackSite(Site):
         try:
             return run_playbook(playbook, self.inventory(**extra_vars), extravars=extravars, private_dir=private_dir,
                                 envvars={"ANSIBLE_ASYNC_DIR": self.async_dir, "OS_CLIENT_CONFIG_FILE": self.cloud.clouds_yaml},
-                                verbosity=verbosity, cmdline="--check" if check else None)
+                                verbosity=verbosity, cmdline=" ".join(filter(None, ["-e @%s" % self.vars_file if self.vars_file else None,
+                                                                                    "--check" if check else None])) or None)
         finally:
             os.unlink(self.cos_file)
 
@@ -182,5 +187,48 @@ def test_a_changed_volume_becomes_the_new_latest(site):
     images = site.images()
     assert images["web01-latest"].id != before["web01-latest"].id
     assert images[result["previous_latest"]].id == before["web01-latest"].id
+    assert result["key"] not in site.objects()  # imported, then deleted (replication_keep_objects: false)
+    assert site.temporaries() == NOTHING and site.leftovers() == {}
+
+
+VPC_KEY = "osToVpcKey-W3nR8qZt5LmX2Jv9Kd4P"
+
+
+@pytest.fixture
+def vpc_target(s3_rclone, tmp_path):
+    """The VPC emulator (subprocess) whose eu-de imports read the rclone S3 server."""
+    (tmp_path / "data").mkdir()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VPC_EMULATOR_S3_ACCESS_KEY", s3_rclone.access_key_id)
+        env.setenv("VPC_EMULATOR_S3_SECRET_KEY", s3_rclone.secret_access_key)
+        server = vpc_control.start(VPC_KEY, data_dir=str(tmp_path / "data"), delay=0.1, s3_endpoint=s3_rclone.endpoint)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_an_openstack_server_into_the_ibm_vpc_image_library(site, vpc_target, tmp_path):
+    """OpenStack -> COS -> IBM VPC: the same source, the VPC target (emulator) registering the object from the bucket."""
+    site.vars_file = str(tmp_path / "secret.yml")
+    with open(os.open(site.vars_file, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="utf-8") as handle:
+        handle.write("vpc_api_key: %s\n" % VPC_KEY)
+    vpc = dict(api_key="{{ vpc_api_key }}", iam_url=vpc_target.iam_url, region="eu-de", endpoint=vpc_target.service_url("eu-de"),
+               operating_system="debian-12-amd64", max_retries=3, retry_interval=0.05, wait_sleep=0.2)
+    try:
+        run = site.run(replication_target="ibm_vpc", replication_target_options={"ibm_vpc": vpc})
+    finally:
+        os.unlink(site.vars_file)
+        site.vars_file = None
+    run.assert_nowhere(site.cloud.password)
+    run.assert_nowhere(VPC_KEY)
+    assert run.status == "successful", run.stdout
+    result = summary(run)[SERVER]
+    assert result["status"] == "replicated" and result["latest"] == result["image"], result
+    client = VpcV1(authenticator=IAMAuthenticator(VPC_KEY, url=vpc_target.iam_url))
+    client.set_service_url(vpc_target.service_url("eu-de"))
+    images = {i["name"]: i for i in client.list_images(limit=100, visibility="private").get_result()["images"]}
+    assert sorted(images) == ["web01-latest"] and images["web01-latest"]["status"] == "available"
+    assert images["web01-latest"]["file"]["checksums"]["sha256"] == result["sha256"]
     assert result["key"] not in site.objects()  # imported, then deleted (replication_keep_objects: false)
     assert site.temporaries() == NOTHING and site.leftovers() == {}
