@@ -35,7 +35,7 @@ class Export:
         wanted = self.p.get("image") or _naming.latest_name(self.server)
         action = "export image %s" % wanted
         try:
-            found = [i for i in conn.image.images(name=wanted)] or [i for i in [conn.image.find_image(wanted, ignore_missing=True)] if i]
+            found = list(conn.image.images(name=wanted)) or [i for i in [conn.image.find_image(wanted, ignore_missing=True)] if i]
         except _openstack_cloud.SDK_ERRORS as exc:
             raise _openstack_cloud.fail(action, self.where, exc) from None
         if not found:
@@ -123,8 +123,8 @@ class Export:
             algo, value = "md5", image.checksum
         if (value and value != sent[algo]) or (image.size is not None and image.size != sent["size"]):
             raise ReplicationError("Failed to %s: Glance records %s bytes with %s %s, but %d bytes with %s %s were read; the image in Glance "
-                                   "is damaged or changed while read; the object was deleted" % (action, image.size, algo, value, sent["size"], algo,
-                                                                                                sent[algo]), os_hash_algo=algo)
+                                   "is damaged or changed while read; the object was deleted"
+                                   % (action, image.size, algo, value, sent["size"], algo, sent[algo]), os_hash_algo=algo)
         if image.disk_format != "qcow2":
             return {"guest_sha256": None}
         try:

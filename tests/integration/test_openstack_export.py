@@ -63,11 +63,10 @@ def test_export_a_glance_image_and_import_it_into_ibm_vpc(library, tmp_path):
         env.setenv("VPC_EMULATOR_S3_SECRET_KEY", library.s3.secret_access_key)
         vpc = vpc_control.start(VPC_KEY, data_dir=str(tmp_path / "vpc"), delay=0.05, s3_endpoint=library.s3.endpoint)
     try:
+        vpc_options = {"api_key": VPC_KEY, "region": "eu-de", "endpoint": vpc.service_url("eu-de"), "iam_url": vpc.iam_url, "wait_sleep": 0.1,
+                       "operating_system": "debian-12-amd64", "cos_region": library.s3.region, "max_retries": 2, "retry_interval": 0.05}
         imported = run_module("image_import", {"target": "ibm_vpc", "cos": library.s3.cos(), "bucket": library.bucket, "server": SERVER,
-                                               "key": done["key"], "ibm_vpc": {"wait_sleep": 0.1,
-                                                   "api_key": VPC_KEY, "region": "eu-de", "endpoint": vpc.service_url("eu-de"),
-                                                   "iam_url": vpc.iam_url, "operating_system": "debian-12-amd64", "cos_region": library.s3.region,
-                                                   "max_retries": 2, "retry_interval": 0.05}})
+                                               "key": done["key"], "ibm_vpc": vpc_options})
     finally:
         vpc.stop()
     assert not imported.get("failed"), imported
