@@ -23,6 +23,7 @@ import os
 import re
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _openstack_cloud, _provider_options, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _openstack_server_image as server_image
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 OPTIONS = _provider_options.OPENSTACK
@@ -40,7 +41,14 @@ def _iso(value):
 
 
 def _ours(resource):
+    if _is_image(resource):
+        return server_image.ours(resource)
     return (resource.metadata or {}).get("created-by") == _naming.CREATED_BY
+
+
+def _is_image(resource):
+    """A snapshot of an image-backed server is a Glance image; of a volume, a Cinder snapshot."""
+    return type(resource).__name__ == "Image"
 
 
 class Source(_providers.Source):
@@ -50,6 +58,7 @@ class Source(_providers.Source):
         super().__init__(params)
         self.os = params.get("openstack") or {}
         self._conn = None
+        self.images = server_image.ServerImages(self)
 
     @property
     def conn(self):
@@ -62,10 +71,10 @@ class Source(_providers.Source):
         try:
             return function(*args, **kwargs)
         except _openstack_cloud.SDK_ERRORS as exc:
-            endpoint = "block-storage" if service == "Cinder" else "compute"
+            endpoint = {"Cinder": "block-storage", "Glance": "image"}.get(service, "compute")
             raise _openstack_cloud.fail(action, _openstack_cloud.where(self.os, service), exc, service, endpoint) from None
 
-    def _wait(self, probe, what, action, failure_states=("error",)):
+    def wait(self, probe, what, action, failure_states=("error",)):
         return _openstack_cloud.wait(probe, self.os, self.params, what, action, _openstack_cloud.where(self.os, "Cinder"), failure_states)
 
     # --- the server ---------------------------------------------------------------------------------------------------------
@@ -93,13 +102,16 @@ class Source(_providers.Source):
         attachments = self.call("%s %s" % (action, server), "Nova", lambda: list(self.conn.compute.volume_attachments(found)))
         volumes = [dict(self._volume(a.volume_id, action), device=a.device) for a in sorted(attachments, key=lambda a: a.device or "")]
         boot = next((v for v in volumes if v["device"] in ROOT_DEVICES), None) or next((v for v in volumes if v["bootable"]), None)
-        if boot is None:
-            raise ReplicationError("Failed to find server %s: server %s boots from an image, not a volume; the openstack provider replicates "
-                                   "volume-backed servers (snapshot its disk with Nova's createImage by hand)" % (server, found.id), server=server)
-        snaps = self._snapshots(volume_id=boot["id"])
+        if boot is None and (found.image or {}).get("id"):  # image-backed: the root disk is the hypervisor's, snapshotted by createImage
+            boot = server_image.root_volume(found)
+            snaps = [server_image.public(i) for i in self.images.list(server_id=found.id) if server_image.ours(i)]
+        elif boot is None:
+            raise ReplicationError("Failed to find server %s: server %s has neither a root volume nor an image" % (server, found.id), server=server)
+        else:
+            snaps = [self.public_snapshot(s) for s in self._snapshots(volume_id=boot["id"])]
         return {"name": server, "id": found.id, "zone": found.availability_zone, "profile": (found.flavor or {}).get("original_name"),
                 "os": None, "boot_volume": boot, "volumes": [boot] + [v for v in volumes if v is not boot], "status": found.status,
-                "latest_snapshot": self.public_snapshot(snaps[-1]) if snaps else None}
+                "latest_snapshot": snaps[-1] if snaps else None}
 
     # --- snapshots ----------------------------------------------------------------------------------------------------------
     def _snapshots(self, **filters):
@@ -108,6 +120,8 @@ class Source(_providers.Source):
 
     @staticmethod
     def public_snapshot(snap):
+        if _is_image(snap):
+            return server_image.public(snap)
         meta = snap.metadata or {}
         created = _iso(snap.created_at)
         return {"name": snap.name, "id": snap.id, "volume": snap.volume_id, "server": meta.get("source-server"), "created": created,
@@ -116,7 +130,7 @@ class Source(_providers.Source):
                 "snapshot_time": _naming.format_time(meta["snapshot-time"]) if meta.get("snapshot-time") else created}
 
     def find_snapshot(self, ident, action):
-        named = self._snapshots(name=ident)
+        named = self._snapshots(name=ident) or self.images.list(name=ident)
         if named:
             return named[0]
         found = self.call(action, "Cinder", self.conn.block_storage.find_snapshot, ident, ignore_missing=True) \
@@ -130,12 +144,14 @@ class Source(_providers.Source):
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.get_snapshot, snap.id)
             return found.status == "available", {"status": found.status, "snapshot": found}
-        return self._wait(probe, "snapshot %s" % snap.name, action, ("error", "error_deleting"))["snapshot"]
+        return self.wait(probe, "snapshot %s" % snap.name, action, ("error", "error_deleting"))["snapshot"]
 
     def snapshot_create(self, volume, server=None, name=None, check_mode=False):
         action = "snapshot volume %s" % volume
         when = _naming.format_time(datetime.datetime.now(datetime.timezone.utc))
         name = name or _naming.image_name(server or "snapshot", when)
+        if server_image.server_of(volume):
+            return self._image_snapshot(volume, server, name, when, check_mode)
         existing = self._snapshots(name=name)
         if existing:
             if existing[0].volume_id != volume:
@@ -158,33 +174,56 @@ class Source(_providers.Source):
                 failure.extend_msg(cleanup.msg)
             raise
 
+    def _image_snapshot(self, volume, server, name, when, check_mode):
+        """createImage of an image-backed server (``volume`` is its root disk): the Glance image, waited ``active``."""
+        action = "snapshot the root disk of server %s" % (server or server_image.server_of(volume))
+        existing = self.images.list(name=name)
+        if existing:
+            return server_image.public(existing[0] if check_mode else self.images.wait(existing[0], action)), False
+        metadata = {"created-by": _naming.CREATED_BY, "snapshot-time": _naming.stamp(when), "source-server": server or ""}
+        if check_mode:
+            return {"name": name, "id": None, "volume": volume, "server": server, "created": when, "size": None, "format": None,
+                    "fingerprint": None, "created_by": _naming.CREATED_BY, "status": None, "os": None, "image": True, "snapshot_time": when}, True
+        return server_image.public(self.images.create(server_image.server_of(volume), name, metadata, action)), True
+
     def _delete_snapshot(self, snap, action):
         self.call(action, "Cinder", self.conn.block_storage.delete_snapshot, snap, ignore_missing=True)
 
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.find_snapshot, snap.id, ignore_missing=True)
             return found is None, {"status": found.status if found is not None else "deleted"}
-        self._wait(probe, "snapshot %s" % snap.name, action, ("error_deleting",))
+        self.wait(probe, "snapshot %s" % snap.name, action, ("error_deleting",))
 
     def snapshot_list(self, server=None, volume=None, name=None):
-        filters = {k: v for k, v in (("name", name), ("volume_id", volume)) if v}
-        found = [self.public_snapshot(s) for s in self._snapshots(**filters)]
+        root = server_image.server_of(volume)
+        found = []
+        if not root:
+            filters = {k: v for k, v in (("name", name), ("volume_id", volume)) if v}
+            found = [self.public_snapshot(s) for s in self._snapshots(**filters)]
+        if root or not volume:
+            found += [server_image.public(i) for i in self.images.list(server_id=root, name=name) if server_image.ours(i)]
+        found.sort(key=lambda s: (s["created"] or "", s["name"] or ""))
         return [s for s in found if server is None or s["server"] == server]
 
     def snapshot_delete(self, name, check_mode=False):
-        found = self._snapshots(name=name)
+        found = self._snapshots(name=name) or self.images.list(name=name)
         if not found:
             return None, False
         if not _ours(found[0]):
             raise ReplicationError("Failed to remove snapshot %s: it was not made by %s (no created-by metadata); remove it by hand if it is no "
                                    "longer needed" % (name, _naming.CREATED_BY), name=name)
         if not check_mode:
-            self._delete_snapshot(found[0], "remove snapshot %s" % name)
+            if _is_image(found[0]):
+                self.images.delete(found[0], "remove snapshot %s" % name)
+            else:
+                self._delete_snapshot(found[0], "remove snapshot %s" % name)
         return self.public_snapshot(found[0]), True
 
     def snapshot_restore(self, name, volume=None, check_mode=False):
         action = "restore snapshot %s" % name
         snap = self.find_snapshot(name, action)
+        if _is_image(snap):
+            self.images.refuse_restore(snap, action)
         result = self.public_snapshot(snap)
         vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume or snap.volume_id)
         result["restored_volume"] = {"id": vol.id, "name": vol.name}
@@ -209,7 +248,7 @@ class Source(_providers.Source):
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.get_volume, vol.id)
             return found.status == "available", {"status": found.status, "volume": found}
-        reverted = self._wait(probe, "volume %s" % vol.id, action, ("error", "error_restoring"))["volume"]
+        reverted = self.wait(probe, "volume %s" % vol.id, action, ("error", "error_restoring"))["volume"]
         self.call(action, "Cinder", self.conn.block_storage.set_snapshot_metadata, snap, **{REVERTED: "%s@%s" % (vol.id, reverted.updated_at)})
         return result, True
 
@@ -245,8 +284,9 @@ class Source(_providers.Source):
 
     def _volume_from(self, snap, server, action):
         metadata = {"created-by": _naming.CREATED_BY, "source-snapshot": snap.id, "conversion-host": server.id}
-        vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), snapshot_id=snap.id,
-                        size=snap.size, metadata=metadata, availability_zone=server.availability_zone)
+        source = self.images.volume_spec(snap) if _is_image(snap) else {"snapshot_id": snap.id, "size": snap.size}
+        vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), metadata=metadata,
+                        availability_zone=server.availability_zone, **source)
         try:
             return self._wait_volume(vol.id, "available", action, ("error",))
         except ReplicationError:
@@ -257,12 +297,12 @@ class Source(_providers.Source):
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
             return found.status == status, {"status": found.status, "volume": found}
-        return self._wait(probe, "volume %s" % volume_id, action, failure_states)["volume"]
+        return self.wait(probe, "volume %s" % volume_id, action, failure_states)["volume"]
 
     def _device(self, volume_id, action):
         """The volume's by-id link (its serial is the volume id), waited for: udev makes it a moment after ``in-use``."""
         link = os.path.join(self.os.get("by_id_dir") or "/dev/disk/by-id", "virtio-%s" % volume_id[:20])
-        self._wait(lambda: (os.path.exists(link), {"status": "present" if os.path.exists(link) else "absent"}), "device link %s" % link, action, ())
+        self.wait(lambda: (os.path.exists(link), {"status": "present" if os.path.exists(link) else "absent"}), "device link %s" % link, action, ())
         return link
 
     def volume_detach(self, attachment, check_mode=False):
@@ -290,4 +330,4 @@ class Source(_providers.Source):
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.find_volume, volume_id, ignore_missing=True)
             return found is None, {"status": found.status if found is not None else "deleted"}
-        self._wait(probe, "volume %s" % volume_id, action, ("error_deleting",))
+        self.wait(probe, "volume %s" % volume_id, action, ("error_deleting",))

@@ -65,7 +65,7 @@ def openstack_emulator(openstack_cloud, tmp_path_factory):
     from tests.emulators import openstack_server  # pylint: disable=import-outside-toplevel
 
     data, by_id = _dirs(tmp_path_factory.mktemp("openstack-emulator"))
-    emulator = openstack_server.start(openstack_cloud.auth_url, data, by_id)
+    emulator = openstack_server.start(openstack_cloud.auth_url, data, by_id, glance_url=openstack_cloud.glance_url("RegionOne"))
     conn = openstack_cloud.connect("RegionOne")
     try:
         emulator.register(conn, ["RegionOne"])

@@ -16,6 +16,7 @@ import re
 import subprocess
 import urllib.parse
 
+from tests.emulators import openstack_images
 from tests.emulators import openstack_server as base
 
 GB = 1024 ** 3
@@ -113,7 +114,15 @@ class Block:
         zone = spec.get("availability_zone") or (self.cloud.volumes[snapshot["volume_id"]]["availability_zone"] if snapshot else "nova")
         rec = self.new_volume(spec.get("name"), size, project, zone=zone, snapshot=snapshot)
         rec.update(metadata=dict(spec.get("metadata") or {}), description=spec.get("description"))
-        self.cloud.later(lambda: base.touch(rec, status="available"))
+        if spec.get("imageRef"):
+            try:
+                openstack_images.volume_from_image(self.cloud, rec, spec["imageRef"], self.cloud.request_token)
+            except base.Fault:
+                self.cloud.volumes.pop(rec["id"])
+                os.unlink(self.path(rec["id"]))
+                raise
+        else:
+            self.cloud.later(lambda: base.touch(rec, status="available"))
         return rec
 
     def delete_volume(self, rec):

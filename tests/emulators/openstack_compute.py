@@ -18,7 +18,10 @@ import re
 import subprocess
 import urllib.parse
 
+from tests.emulators import openstack_images
 from tests.emulators import openstack_server as base
+
+MIB = 1024 * 1024
 
 
 class Compute:
@@ -26,12 +29,19 @@ class Compute:
         self.cloud = cloud
         self.loops = {}  # volume id -> loop device (attached to a conversion host)
 
-    def seed(self, name, data, size_gb, conversion_host, zone):
+    def seed(self, name, data, size_gb, conversion_host, zone, image_id=None):
         sid = self.cloud.new_id()
-        boot = self.cloud.block.new_volume("", size_gb, None, zone=zone, data=data, bootable=True)
         server = {"id": sid, "name": name, "status": "ACTIVE", "zone": zone, "created": base.now(), "conversion_host": conversion_host,
-                  "attached": []}
+                  "attached": [], "image_id": image_id, "size_gb": size_gb, "task_state": None}
         self.cloud.servers[sid] = server
+        if image_id:  # image-backed: the root disk is a file of the hypervisor, no volume
+            server["disk"] = os.path.join(self.cloud.data_dir, "instance-%s-disk" % sid)
+            with open(server["disk"], "wb") as handle:
+                handle.write(data)
+            # Smaller than the flavor's disk (a shortcut of the emulator): createImage uploads and Cinder downloads every byte.
+            os.truncate(server["disk"], -(-max(len(data), 1) // MIB) * MIB)
+            return dict(server)
+        boot = self.cloud.block.new_volume("", size_gb, None, zone=zone, data=data, bootable=True)
         att = {"volume_id": boot["id"], "device": "/dev/vda", "attachment_id": self.cloud.new_id(), "bdm_uuid": self.cloud.new_id()}
         server["attached"].append(att)
         self._in_use(server, boot, att, expose=False)  # the host's own root disk is not one the tests read
@@ -39,6 +49,15 @@ class Compute:
 
     # --- routing ----------------------------------------------------------------------------------------------------------------
     def route(self, method, rest, query, body, micro, project):
+        action = re.match(r"^/servers/([0-9a-f-]{36})/action$", rest)
+        if action and method == "POST":
+            server = self.cloud.servers.get(action.group(1))
+            if server is None:
+                raise base.Fault(404, "Instance %s could not be found." % action.group(1))
+            if "createImage" not in body:
+                raise base.Fault(400, "The emulator serves the createImage action only")
+            image_id = openstack_images.create_image(self.cloud, server, body["createImage"], self.cloud.request_token)
+            return 202, {"image_id": image_id} if micro >= (2, 45) else None
         match = re.match(r"^/servers(?:/(detail|[0-9a-f-]{36}))?(?:/os-volume_attachments(?:/([0-9a-f-]{36}))?)?$", rest)
         if not match:
             raise base.Fault(404, "The resource could not be found.")
@@ -76,10 +95,13 @@ class Compute:
         links = [{"rel": "self", "href": "servers/%s" % server["id"]}]
         if not detail:
             return {"id": server["id"], "name": server["name"], "links": links}
+        flavor = {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": server["size_gb"] if server["image_id"] else 0, "ephemeral": 0,
+                  "swap": 0, "extra_specs": {}}
         view = {"id": server["id"], "name": server["name"], "status": server["status"], "OS-EXT-AZ:availability_zone": server["zone"],
-                "image": "", "created": server["created"], "updated": server["created"], "metadata": {}, "addresses": {}, "links": links,
-                "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 0, "ephemeral": 0, "swap": 0, "extra_specs": {}},
-                "OS-EXT-STS:vm_state": "active", "OS-EXT-STS:power_state": 1, "OS-EXT-STS:task_state": None, "hostId": "", "key_name": None,
+                "image": {"id": server["image_id"], "links": []} if server["image_id"] else "", "created": server["created"],
+                "updated": server["created"], "metadata": {}, "addresses": {}, "links": links, "flavor": flavor,
+                "OS-EXT-STS:vm_state": "active", "OS-EXT-STS:power_state": 1, "OS-EXT-STS:task_state": server["task_state"], "hostId": "",
+                "key_name": None,
                 "os-extended-volumes:volumes_attached": [{"id": a["volume_id"], "delete_on_termination": False} for a in server["attached"]],
                 "tenant_id": None, "user_id": None, "accessIPv4": "", "accessIPv6": "", "config_drive": "", "progress": 0}
         if micro >= (2, 26):

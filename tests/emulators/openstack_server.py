@@ -66,8 +66,10 @@ def _version(value):
 class Cloud:
     """The state of both services, one lock; timed state changes run when a request (or ``settle()``) finds them due."""
 
-    def __init__(self, data_dir, by_id_dir, delay):
-        self.data_dir, self.by_id_dir, self.delay = data_dir, by_id_dir, delay
+    def __init__(self, data_dir, by_id_dir, delay, glance_url=None):
+        self.data_dir, self.by_id_dir, self.delay, self.glance_url = data_dir, by_id_dir, delay, glance_url
+        self.jobs = []  # threads that talk to Glance (createImage uploads, volumes from images)
+        self.request_token = None  # the token of the request being served: Nova and Cinder call Glance with it
         self.lock = threading.RLock()
         self.volumes, self.snapshots, self.servers = {}, {}, {}
         self.timers = []  # (due, sequence, function)
@@ -82,7 +84,10 @@ class Cloud:
         self.timers.append((time.monotonic() + (self.delay if delay is None else delay), self.sequence, function))
 
     def settle(self, wait=False):
-        """Run the state changes that are due (all of them with ``wait``)."""
+        """Run the state changes that are due (all of them with ``wait``, after the Glance jobs end)."""
+        if wait:
+            while self.jobs:
+                self.jobs.pop().join(120)
         with self.lock:
             while self.timers:
                 self.timers.sort()
@@ -122,9 +127,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Emulator:
-    def __init__(self, auth_url, data_dir, by_id_dir, delay=0.05):
+    def __init__(self, auth_url, data_dir, by_id_dir, delay=0.05, glance_url=None):
         self.auth_url = auth_url
-        self.cloud = Cloud(data_dir, by_id_dir, delay)
+        self.cloud = Cloud(data_dir, by_id_dir, delay, glance_url)
         self.tokens = {}  # token -> (project id, expiry of the cache entry)
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -160,6 +165,7 @@ class Emulator:
                 self.cloud.calls.append((method, "/%s%s" % (service, rest)))
                 self._injected(method, "/%s%s" % (service, rest))
                 self.cloud.settle()
+                self.cloud.request_token = headers.get("X-Auth-Token")
                 api = self.cloud.block if service == "volume" else self.cloud.compute
                 status, answer = api.route(method, rest, query, body, micro, project)
         except Fault as exc:
@@ -237,14 +243,14 @@ class Emulator:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.cloud.settle(wait=True)
         with self.cloud.lock:
-            self.cloud.settle(wait=True)
             self.cloud.compute.detach_all()
 
     def reset(self):
         """Forget every server, volume and snapshot (their files and attachments too): a test starts from an empty cloud."""
+        self.cloud.settle(wait=True)
         with self.cloud.lock:
-            self.cloud.settle(wait=True)
             self.cloud.compute.detach_all()
             self.cloud.servers.clear()
             self.cloud.volumes.clear()
@@ -264,10 +270,11 @@ class Emulator:
             self.cloud.compute.unexpose(volume_id)
             touch(self.cloud.volumes[volume_id], status="available", attachments=[])
 
-    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova"):
-        """A volume-backed ACTIVE server whose boot volume holds ``data``: the server's record."""
+    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova", image_id=None):
+        """An ACTIVE server whose root disk holds ``data``: volume-backed (its boot volume), or with ``image_id``
+        image-backed (a local disk file, ``disk`` in the record). The server's record."""
         with self.cloud.lock:
-            return self.cloud.compute.seed(name, data, size_gb, conversion_host, zone)
+            return self.cloud.compute.seed(name, data, size_gb, conversion_host, zone, image_id)
 
     def volume_path(self, volume_id):
         return self.cloud.block.path(volume_id)
@@ -277,5 +284,5 @@ class Emulator:
         return self.cloud.compute.exposed()
 
 
-def start(auth_url, data_dir, by_id_dir, delay=0.05):
-    return Emulator(auth_url, data_dir, by_id_dir, delay).start()
+def start(auth_url, data_dir, by_id_dir, delay=0.05, glance_url=None):
+    return Emulator(auth_url, data_dir, by_id_dir, delay, glance_url).start()

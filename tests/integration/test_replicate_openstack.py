@@ -59,7 +59,7 @@ class OpenStackSite(Site):
             replication_cos_file=self.cos_file,
         )
         group_vars.update(extra_vars)
-        return {"servers": {"hosts": {SERVER: {}}, "vars": group_vars}}
+        return {"servers": {"hosts": {name: {} for name in self.disks}, "vars": group_vars}}
 
     def run_playbook(self, playbook, check=False, verbosity=0, extravars=None, cancel_callback=None, **extra_vars):
         self.write_cos_file()
@@ -232,3 +232,28 @@ def test_an_openstack_server_into_the_ibm_vpc_image_library(site, vpc_target, tm
     assert images["web01-latest"]["file"]["checksums"]["sha256"] == result["sha256"]
     assert result["key"] not in site.objects()  # imported, then deleted (replication_keep_objects: false)
     assert site.temporaries() == NOTHING and site.leftovers() == {}
+
+
+def test_an_image_backed_server_goes_through_nova_create_image(site, tmp_path):
+    """No root volume: the snapshot is Nova's createImage into RegionOne's real Glance, the conversion host reads a Cinder
+    volume made from it; the snapshot image is removed once the image is in RegionTwo."""
+    with open(site.disks[SERVER], "rb") as handle:
+        disk = site.emu.seed_server("img01", handle.read(), image_id="00000000-0000-4000-8000-000000000000")["disk"]
+    images = OpenStackSite(str(tmp_path / "img-site"), site.s3, site.bucket, {"img01": site.disks[SERVER]}, keep_last=3)
+    images.cloud, images.emu = site.cloud, site.emu
+    run = images.run()
+    run.assert_nowhere(site.cloud.password)
+    assert run.status == "successful", run.stdout
+    result = summary(run)["img01"]
+    assert result["status"] == "replicated" and result["latest"] == result["image"], result
+    stored = images.download_image(images.images()["img01-latest"].id, str(tmp_path / "img01.qcow2"))
+    compared = qemu_compare(disk, stored)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert ("POST", "/compute/servers/%s/action" % next(s["id"] for s in site.emu.cloud.servers.values() if s["name"] == "img01")) \
+        in site.emu.cloud.calls
+    conn = site.cloud.connect("RegionOne")
+    try:
+        assert [i.name for i in conn.image.images(image_type="snapshot")] == []
+    finally:
+        conn.close()
+    assert images.temporaries() == NOTHING and images.leftovers() == {}

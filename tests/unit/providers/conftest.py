@@ -189,6 +189,12 @@ class OpenStackSourcePeer:
         self.emu.reset()
         self.boot = {}
         self.host = self.emu.seed_server("conversion-host", conversion_host=True)["id"]
+        conn = self.cloud.connect("RegionOne")
+        try:  # the session's Glance is shared: each test starts without snapshot images
+            for image in list(conn.image.images(image_type="snapshot")):
+                conn.image.delete_image(image, ignore_missing=True)
+        finally:
+            conn.close()
 
     def settings(self):
         return {"auth": self.cloud.auth(), "region_name": "RegionOne", "interface": "public", "timeout": 60, "wait_sleep": 0.05,
@@ -236,16 +242,52 @@ class OpenStackSourcePeer:
         return self.boot[name]
 
 
-def openstack_source(tmp_path, request):
+class OpenStackImagePeer(OpenStackSourcePeer):
+    """Provider openstack, image-backed servers: the root disk is the hypervisor's (a file of the emulator), the snapshot is
+    Nova's createImage into RegionOne's real Glance, the conversion host reads a Cinder volume made from that image."""
+
+    restore_refused = "rebuild the server from it"
+    restore_needs_detached = False
+
+    def make_server(self, name, data):
+        self.boot[name] = self.emu.seed_server(name, data, image_id="00000000-0000-4000-8000-000000000000")["disk"]
+        return name
+
+    def write_volume(self, name, data):
+        with open(self.boot[name], "r+b") as handle:
+            handle.write(data)
+
+    def read_volume(self, name):
+        with open(self.boot[name], "rb") as handle:
+            return handle.read(self.SPAN)
+
+    def foreign_snapshot(self, name):
+        """A snapshot image an operator made with ``openstack server image create``: no created-by property."""
+        snap = "%s-operator" % name
+        conn = self.cloud.connect("RegionOne")
+        try:
+            server = next(s for s in conn.compute.servers(name="^%s$" % name))
+            conn.compute.create_server_image(server, snap, wait=True, timeout=60)
+        finally:
+            conn.close()
+        return snap
+
+
+def openstack_source(tmp_path, request, peer_class=OpenStackSourcePeer):
     if not _loop_available():
         pytest.skip("the OpenStack emulator's attachments are loop devices: they need root and a free /dev/loopN")
-    return OpenStackSourcePeer(request)
+    return peer_class(request)
 
 
-ibm_vpc_emulator.wants_request = openstack_source.wants_request = True
-PEERS = {"local": local_file, "local-loop": local_loop, "ibm_vpc": ibm_vpc_emulator, "openstack": openstack_source}
+def openstack_image_source(tmp_path, request):
+    return openstack_source(tmp_path, request, OpenStackImagePeer)
+
+
+ibm_vpc_emulator.wants_request = openstack_source.wants_request = openstack_image_source.wants_request = True
+PEERS = {"local": local_file, "local-loop": local_loop, "ibm_vpc": ibm_vpc_emulator, "openstack": openstack_source,
+         "openstack-image": openstack_image_source}
 # Peers that are costly to start run their tests on one xdist worker (--dist loadgroup), so they start once.
-PEER_GROUPS = {"openstack": "openstack"}
+PEER_GROUPS = {"openstack": "openstack", "openstack-image": "openstack"}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=pytest.mark.xdist_group(PEER_GROUPS[name])) if name in PEER_GROUPS else name for name in sorted(PEERS)])
