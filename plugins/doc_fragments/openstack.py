@@ -82,6 +82,17 @@ options:
         type: str
         choices: [private, shared, community, public]
         default: private
+      import_method:
+        description:
+          - Target only - how the image's bytes reach Glance. V(upload) streams the object through the host that runs the task
+            (C(PUT /v2/images/{id}/file)).
+          - V(web-download) lets Glance fetch the object itself (the interoperable import) from a presigned URL valid for
+            O(openstack.timeout) seconds (the bucket's HMAC keys sign it). Where Glance does not offer web-download, or its
+            import filtering refuses the URL, the image is uploaded instead and RV(ignore:image.import_note) says why. The URL
+            is never logged or returned. What Glance stored is checked against the object, read by the host that runs the task.
+        type: str
+        choices: [upload, web-download]
+        default: upload
       by_id_dir:
         description:
           - Provider only - where the conversion host's kernel lists disks by serial; a volume attached by

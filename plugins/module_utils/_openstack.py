@@ -21,7 +21,7 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 
 OPTIONS = _provider_options.OPENSTACK
 PROPERTY_PREFIX = "vmimage_"
-EXTRA_FIELDS = ("glance_name", "os_hash_algo", "os_hash_value")
+EXTRA_FIELDS = ("glance_name", "os_hash_algo", "os_hash_value", "import_method", "import_note")
 CHUNK = 1024 * 1024
 
 
@@ -150,7 +150,7 @@ class Target(_providers.Target):
         self._delete([e for e in entries if e["name"] == image["name"]], strict=True)  # a failed import of the same snapshot
         made = self._import(catalog, key, image, extra)
         image.update(id=made["id"], status=made["status"], size=made.get("size") or image["size"], os_hash_algo=made.get("os_hash_algo"),
-                     os_hash_value=made.get("os_hash_value"))
+                     os_hash_value=made.get("os_hash_value"), import_method=made["import_method"], import_note=made["import_note"])
         if planned["latest"] == image["name"]:
             self._rotate(image, old_latest)
         orphaned = self._delete(pruned)
@@ -190,21 +190,65 @@ class Target(_providers.Target):
         body.update(self._properties(image, extra))
         made = self._request(action, "post", "/images", json=body)
         try:
-            try:
-                stream = catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"]
-            except (_cos.ClientError, _cos.BotoCoreError) as exc:
-                raise catalog._fail(exc, "read image", key) from None  # pylint: disable=protected-access
-            reader = HashingReader(stream)
-            try:
-                self._request(action, "put", "/images/%s/file" % made["id"], data=iter(reader), headers={"Content-Type": "application/octet-stream"})
-            finally:
-                stream.close()
-            found = self._wait_active(action, made["id"]) if self.os.get("wait", True) else self._get(action, made["id"])
+            method, note = self._web_download(catalog, key, made["id"], action) if self.os.get("import_method") == "web-download" \
+                else ("upload", None)
+            if method == "upload":
+                reader = self._upload(catalog, key, made["id"], action)
+            found = self._wait_active(action, made["id"]) if self.os.get("wait", True) or method != "upload" else self._get(action, made["id"])
+            if method != "upload":  # Glance fetched the object itself: what it stored is checked against the object, read here
+                reader = self._read_object(catalog, key)
             self._check_hash(action, key, image, reader, found)
+            found.update(import_method=method, import_note=note)
             return found
         except ReplicationError:
             self._delete([{"name": image["name"], "id": made["id"]}])  # a failed image is removed; the previous latest was not touched
             raise
+
+    @staticmethod
+    def _read_object(catalog, key):
+        try:
+            stream = catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"]
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise catalog._fail(exc, "read image", key) from None  # pylint: disable=protected-access
+        reader = HashingReader(stream)
+        try:
+            for _unused in reader:
+                pass
+        finally:
+            stream.close()
+        return reader
+
+    def _upload(self, catalog, key, image_id, action):
+        try:
+            stream = catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"]
+        except (_cos.ClientError, _cos.BotoCoreError) as exc:
+            raise catalog._fail(exc, "read image", key) from None  # pylint: disable=protected-access
+        reader = HashingReader(stream)
+        try:
+            self._request(action, "put", "/images/%s/file" % image_id, data=iter(reader), headers={"Content-Type": "application/octet-stream"})
+        finally:
+            stream.close()
+        return reader
+
+    def _web_download(self, catalog, key, image_id, action):
+        """Glance's interoperable import fetches the object from a presigned URL: ``("web-download", None)``; where Glance does
+        not offer it or refuses the URL (its import filtering), ``("upload", why)`` and the caller uploads. The URL is a
+        credential for its lifetime (openstack.timeout): it is never put in a message."""
+        offered = (self._request(action, "get", "/info/import").get("import-methods") or {}).get("value") or []
+        if "web-download" not in offered:
+            return "upload", "%s does not offer web-download (its import methods: %s); the image was uploaded" % (self.where, ", ".join(offered))
+        url = catalog.client.generate_presigned_url("get_object", Params={"Bucket": catalog.bucket, "Key": key},
+                                                    ExpiresIn=int(self.os.get("timeout") or 1800))
+        try:
+            response = self.conn.image.post("/images/%s/import" % image_id, json={"method": {"name": "web-download", "uri": url}}, raise_exc=False)
+        except _openstack_cloud.SDK_ERRORS as exc:
+            raise self._fail(action, exc) from None
+        if response.status_code in (400, 403, 409):  # Glance's words would carry the URL: only the status is kept
+            return "upload", "%s refused web-download of the object (HTTP %d, its import filtering); the image was uploaded" % (
+                self.where, response.status_code)
+        if response.status_code >= 300:
+            raise ReplicationError("Failed to %s in %s: web-download answered HTTP %d; see Glance's log" % (action, self.where, response.status_code))
+        return "web-download", None
 
     def _request(self, action, method, url, **kwargs):
         """A call to the Glance API; an answer of 4xx/5xx fails with Glance's words (it names the refused format, the quota ...)."""
@@ -228,6 +272,9 @@ class Target(_providers.Target):
     def _wait_active(self, action, image_id):
         def probe():
             found = self._get(action, image_id)
+            if found.get("os_glance_failed_import"):  # an interoperable import that failed leaves the image queued
+                raise ReplicationError("Failed to %s in %s: Glance's import into store %s failed; see Glance's log"
+                                       % (action, self.where, found["os_glance_failed_import"]))
             return found.get("status") == "active", found
         return _openstack_cloud.wait(probe, self.os, self.params, "image %s" % image_id, action, self.where, ("killed", "deleted", "deactivated"))
 

@@ -52,6 +52,7 @@ OPENSTACK = dict(
         min_ram=dict(type="int"),
         properties=dict(type="dict"),
         visibility=dict(type="str", choices=["private", "shared", "community", "public"], default="private"),
+        import_method=dict(type="str", choices=["upload", "web-download"], default="upload"),
         by_id_dir=dict(type="path", default="/dev/disk/by-id"),
     )),
 )

@@ -34,8 +34,8 @@ def glance(cloud, method, path, token, body=None, data=None, content_type="appli
     if data is not None:
         headers["Content-Type"] = content_type
     request = urllib.request.Request(cloud.glance_url + path, data=data, method=method, headers=headers)
-    try:
-        answer = urllib.request.urlopen(request, timeout=120)  # noqa: S310 pylint: disable=consider-using-with - the test Glance
+    try:  # the test's Glance, on loopback; a download's response is closed by the caller
+        answer = urllib.request.urlopen(request, timeout=120)  # noqa: S310 pylint: disable=consider-using-with
     except urllib.error.HTTPError as exc:
         raise base.Fault(exc.code, "Glance: %s" % " ".join(exc.read().decode(errors="replace").split())[:300]) from None
     if path.endswith("/file") and method == "GET":

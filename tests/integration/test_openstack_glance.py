@@ -187,3 +187,25 @@ def test_peer_has_two_regions_and_no_password_on_any_command_line(openstack_clou
     for pid in services:
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             assert openstack_cloud.password.encode() not in handle.read()
+
+
+def test_web_download_lets_glance_fetch_the_object_and_a_refused_url_falls_back_to_upload(library):
+    body = library.qcow2("fetched")
+    key = library.upload(T1, body)
+    fetched = run_module("image_import", library.args(key=key, openstack={"import_method": "web-download"}))
+    assert not fetched.get("failed"), fetched
+    image = fetched["image"]
+    assert image["import_method"] == "web-download" and image["import_note"] is None, image["import_note"]
+    made = library.glance.image.get_image(image["id"])
+    assert made.status == "active" and made.hash_value == hashlib.sha512(body).hexdigest()
+    assert b"".join(library.glance.image.download_image(made, stream=True).iter_content(1 << 20)) == body
+    assert "X-Amz-Signature" not in json.dumps(fetched) and "Signature=" not in json.dumps(fetched)
+
+    # RegionTwo's import filtering refuses host "localhost": the same bucket named so is uploaded instead.
+    key2 = library.upload(T2, library.qcow2("refused"))
+    cos = dict(library.s3.cos(), endpoint=library.s3.endpoint.replace("127.0.0.1", "localhost"))
+    refused = run_module("image_import", library.args(key=key2, cos=cos, openstack={"import_method": "web-download"}))
+    assert not refused.get("failed"), refused
+    assert refused["image"]["import_method"] == "upload" and "refused web-download of the object (HTTP 400" in refused["image"]["import_note"]
+    assert "Signature" not in json.dumps(refused) and library.s3.secret_access_key not in json.dumps(refused)
+    assert library.names() == ["app01-20260401-100000", "app01-latest"]

@@ -29,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VENV = os.environ.get("VMIMAGE_OPENSTACK_VENV", os.path.join(ROOT, ".build", "venv-openstack"))
 REGIONS = ("RegionOne", "RegionTwo")
 DISK_FORMATS = {"RegionOne": "raw", "RegionTwo": "raw,qcow2,vmdk,vhd,vhdx,vdi,iso"}
+# RegionTwo's operator allows web-download from any port of host 127.0.0.1 (Glance refuses loopback hosts not listed, so
+# the same S3 server named "localhost" is refused: one Glance both takes and refuses a URL).
+IMPORT_METHODS = {"RegionOne": "[glance-direct]", "RegionTwo": "[glance-direct,web-download]"}
 
 # Keystone parses sys.argv when its application is built; under gunicorn that is gunicorn's command line.
 KEYSTONE_WSGI = """\
@@ -231,6 +234,7 @@ class OpenStackPeer:
             log_file = {base}/glance.log
             enabled_backends = local:file
             worker_self_reference_url = {url}
+            enabled_import_methods = {import_methods}
             image_size_cap = 10737418240
             lock_path = {base}/lock
             [database]
@@ -247,6 +251,9 @@ class OpenStackPeer:
             lock_path = {base}/lock
             [image_format]
             disk_formats = {formats}
+            [import_filtering_opts]
+            allowed_ports = []
+            allowed_hosts = [127.0.0.1]
             [paste_deploy]
             flavor = keystone
             [keystone_authtoken]
@@ -259,7 +266,7 @@ class OpenStackPeer:
             user_domain_name = Default
             project_domain_name = Default
             interface = public
-            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], auth=self.auth_url, password=self.password,
+            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], import_methods=IMPORT_METHODS[region], auth=self.auth_url, password=self.password,
                         region=region))
         env = {"OS_GLANCE_CONFIG_DIR": base}
         self._run("glance-manage db_sync (%s)" % region, [os.path.join(VENV, "bin", "glance-manage"), "--config-dir", base, "db_sync"], env=env)
