@@ -40,7 +40,7 @@ def _iso(value):
     return (value or "")[:19] + "Z" if value else None
 
 
-def _ours(resource):
+def ours(resource):
     if _is_image(resource):
         return server_image.ours(resource)
     return (resource.metadata or {}).get("created-by") == _naming.CREATED_BY
@@ -209,7 +209,7 @@ class Source(_providers.Source):
         found = self._snapshots(name=name) or self.images.list(name=name)
         if not found:
             return None, False
-        if not _ours(found[0]):
+        if not ours(found[0]):
             raise ReplicationError("Failed to remove snapshot %s: it was not made by %s (no created-by metadata); remove it by hand if it is no "
                                    "longer needed" % (name, _naming.CREATED_BY), name=name)
         if not check_mode:
@@ -258,7 +258,7 @@ class Source(_providers.Source):
         snap = self.find_snapshot(snapshot, action)
         server = self.find_server(host, action="find conversion host")
         answer = {"volume_id": None, "attachment_id": None, "device": None, "host": server.id, "snapshot": snap.name}
-        existing = [v for v in self._volumes(conv_volume_name(snap.name)) if _ours(v)]
+        existing = [v for v in self._volumes(conv_volume_name(snap.name)) if ours(v)]
         vol = existing[0] if existing else None
         on_host = vol is not None and any(a.get("server_id") == server.id for a in vol.attachments or [])
         if not on_host and check_mode:
@@ -312,7 +312,7 @@ class Source(_providers.Source):
             vols = [found] if found is not None else []
         else:
             vols = self._volumes(conv_volume_name(attachment.get("snapshot") or ""))
-        vols = [v for v in vols if _ours(v)]
+        vols = [v for v in vols if ours(v)]
         if not vols or check_mode:
             return result, bool(vols)
         for vol in vols:

@@ -266,8 +266,8 @@ class OpenStackPeer:
             user_domain_name = Default
             project_domain_name = Default
             interface = public
-            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], import_methods=IMPORT_METHODS[region], auth=self.auth_url, password=self.password,
-                        region=region))
+            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], import_methods=IMPORT_METHODS[region],
+                        auth=self.auth_url, password=self.password, region=region))
         env = {"OS_GLANCE_CONFIG_DIR": base}
         self._run("glance-manage db_sync (%s)" % region, [os.path.join(VENV, "bin", "glance-manage"), "--config-dir", base, "db_sync"], env=env)
         self._serve(region, "glance.wsgi.api:application", base, env)
