@@ -19,6 +19,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The Ceph peer of the tests (a one-node cluster for the RBD direct path) and the rbd/ceph commands the snapshot module
+# runs with openstack.direct_snapshot: without the recommended extras (daemons' monitoring tools).
+CEPH_PACKAGES=(ceph-mon ceph-osd ceph-common python3-rbd python3-rados)
+missing=()
+for pkg in "${CEPH_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+  echo "Installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3

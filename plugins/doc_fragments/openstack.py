@@ -99,4 +99,35 @@ options:
             M(vmimage.replication.volume_attach) is C(<by_id_dir>/virtio-<first 20 characters of the volume id>).
         type: path
         default: /dev/disk/by-id
+      direct_snapshot:
+        description:
+          - Provider only - take the snapshot of a volume in Ceph the direct way (seed 002, Nova's direct snapshot): the volume's
+            RBD image is snapshotted, cloned into the images pool and flattened, and Glance records only its location
+            (C(rbd://<fsid>/<images_pool>/<id>/snap)); no data passes through any host. The snapshot is then a Glance image, read
+            through a Cinder volume made from it.
+          - Where it is not allowed - the volume is not in Ceph, the Ceph user may not write the images pool, Glance refuses the
+            location (Glance lets only users with the C(service) role add one) - what it made is removed and the standard
+            Cinder snapshot is taken; the snapshot's C(direct_fallback) says why.
+          - Runs the C(rbd) and C(ceph) commands of ceph-common on the host that runs the task.
+        type: dict
+        suboptions:
+          ceph_conf:
+            description: The cluster's C(ceph.conf).
+            type: path
+            default: /etc/ceph/ceph.conf
+          ceph_user:
+            description: The Ceph client id (C(client.<id>)); it needs C(profile rbd) on both pools.
+            type: str
+            default: admin
+          keyring:
+            description: Its keyring, when C(ceph.conf) does not name it.
+            type: path
+          volumes_pool:
+            description: Cinder's pool; a volume is the RBD image C(volume-<id>) there.
+            type: str
+            default: volumes
+          images_pool:
+            description: Glance's pool.
+            type: str
+            default: images
 """

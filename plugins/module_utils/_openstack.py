@@ -200,7 +200,7 @@ class Target(_providers.Target):
             self._check_hash(action, key, image, reader, found)
             found.update(import_method=method, import_note=note)
             return found
-        except ReplicationError:
+        except Exception:  # a broken read of the object too: an image not checked against it is never left behind
             self._delete([{"name": image["name"], "id": made["id"]}])  # a failed image is removed; the previous latest was not touched
             raise
 
@@ -214,6 +214,9 @@ class Target(_providers.Target):
         try:
             for _unused in reader:
                 pass
+        except (_cos.BotoCoreError, _cos.BrokenRead, OSError) as exc:
+            raise ReplicationError("Failed to read s3://%s/%s to check what Glance stored: %s; the image was deleted, run the import again"
+                                   % (catalog.bucket, key, exc), key=key) from None
         finally:
             stream.close()
         return reader

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _openstack_cloud, _openstack_source
+from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 UNFINISHED_IMAGES = ("queued", "saving", "killed", "importing", "uploading")
 
@@ -47,8 +48,10 @@ class Cleanup(_openstack_source.Source):
             volumes = [v for v in self.call("list volumes", "Cinder", lambda: list(self.conn.block_storage.volumes()))
                        if _openstack_source.ours(v) and "conversion-host" in (v.metadata or {}) and old(v)]
             ours = [s for s in self._snapshots() if _openstack_source.ours(s) and old(s)]
-            snapshots = [s for s in ours if s.status != "available"]
-            kept = ["snapshot %s" % s.name for s in ours if s.status == "available"]
+            snapshots = [s for s in ours if s.status == "error"]  # Cinder deletes only available or error snapshots
+            kept = ["snapshot %s" % s.name if s.status == "available" else
+                    "snapshot %s (%s: Cinder deletes it only once an admin resets its state)" % (s.name, s.status)
+                    for s in ours if s.status != "error"]
         images = [i for i in self.call("list images", "Glance", lambda: list(self.conn.image.images())) if _image_ours(i) and old(i)]
         kept += ["image %s" % i.name for i in images if i.status not in UNFINISHED_IMAGES]
         return {"volumes": volumes, "snapshots": snapshots, "images": [i for i in images if i.status in UNFINISHED_IMAGES], "kept": kept}
@@ -68,10 +71,15 @@ class Cleanup(_openstack_source.Source):
                    "images": [i.name for i in found["images"]], "kept": found["kept"]}
         if check_mode:
             return removed
-        for vol in found["volumes"]:
-            self._delete_volume(vol.id, "remove leftover volume %s" % vol.name)
-        for snap in found["snapshots"]:
-            self._delete_snapshot(snap, "remove leftover snapshot %s" % snap.name)
-        for image in found["images"]:
-            self.images.delete(image, "remove leftover image %s" % image.name)
+        failures = []
+        steps = [(self._delete_volume, v.id, "remove leftover volume %s" % v.name) for v in found["volumes"]]
+        steps += [(self._delete_snapshot, s, "remove leftover snapshot %s" % s.name) for s in found["snapshots"]]
+        steps += [(self.images.delete, i, "remove leftover image %s" % i.name) for i in found["images"]]
+        for remove, what, action in steps:  # each one tried, whatever the one before raised
+            try:
+                remove(what, action)
+            except ReplicationError as exc:
+                failures.append(exc.msg)
+        if failures:
+            raise ReplicationError("Failed to remove %d of the leftovers: %s" % (len(failures), " | ".join(failures)), removed=removed)
         return removed

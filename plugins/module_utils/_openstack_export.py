@@ -63,6 +63,8 @@ class Export:
         with _cos.naming_errors(action, self.p["cos"], self.p["bucket"], key):
             client = _cos.connect(self.p["cos"])
             existing = _cos.head(client, self.p["bucket"], key)
+            if existing is not None and existing["metadata"].get("created-by") == _naming.CREATED_BY and not existing["metadata"].get("sha256"):
+                existing = None  # an export that died before its object got its metadata: done again
             if existing is not None:
                 meta = existing["metadata"]
                 if meta.get("source-image") != image.id or not meta.get("sha256"):
@@ -76,7 +78,7 @@ class Export:
             sent = self._stream(conn, client, image, key, action)
             try:
                 result.update(self._verify(client, image, key, sent, action))
-            except ReplicationError:
+            except Exception:  # a failed check, or a read of the object that broke: no object without a verified record
                 _cos.delete_object(client, self.p["bucket"], key)
                 raise
             metadata = {"format": image.disk_format, "snapshot-time": _naming.stamp(when), "source-server": self.server,

@@ -32,9 +32,11 @@ def server_of(volume):
 def public(image):
     props = image.properties or {}
     created = (image.created_at or "")[:19] + "Z" if image.created_at else None
-    return {"name": image.name, "id": image.id, "volume": ROOT + props["instance_uuid"] if props.get("instance_uuid") else None,
+    instance = getattr(image, "instance_uuid", None) or props.get("instance_uuid")
+    volume = props.get("source-volume") or (ROOT + instance if instance else None)
+    return {"name": image.name, "id": image.id, "volume": volume, "direct": props.get("direct"),
             "server": props.get("source-server"), "created": created, "size": image.size, "format": image.disk_format, "fingerprint": None,
-            "created_by": props.get("created-by"), "status": image.status, "os": props.get("os_distro"), "image": True,
+            "created_by": props.get("created-by"), "status": image.status, "os": getattr(image, "os_distro", None), "image": True,
             "snapshot_time": _naming.format_time(props["snapshot-time"]) if props.get("snapshot-time") else created}
 
 
@@ -48,15 +50,19 @@ class ServerImages:
     def __init__(self, source):
         self.source = source
 
-    def list(self, server_id=None, name=None):
-        filters = {"image_type": "snapshot"}
-        if server_id:
-            filters["instance_uuid"] = server_id
-        if name:
-            filters["name"] = name
+    def list(self, server_id=None, name=None, volume_id=None):
+        """Snapshot images (property ``image_type=snapshot``): of image-backed server ``server_id``, or direct snapshots of
+        volume ``volume_id`` (``_openstack_rbd``). openstacksdk sends Glance only the filters it knows (``name``): the rest
+        are applied here."""
         conn = self.source.conn
-        found = self.source.call("list snapshot images", "Glance", lambda: list(conn.image.images(**filters)))
-        return sorted(found, key=lambda i: (i.created_at or "", i.name or ""))
+        found = self.source.call("list snapshot images", "Glance", lambda: list(conn.image.images(**({"name": name} if name else {}))))
+
+        def wanted(image):
+            props = image.properties or {}
+            return ((props.get("image_type") or getattr(image, "image_type", None)) == "snapshot"
+                    and (not server_id or (getattr(image, "instance_uuid", None) or props.get("instance_uuid")) == server_id)
+                    and (not volume_id or props.get("source-volume") == volume_id))
+        return sorted((i for i in found if wanted(i)), key=lambda i: (i.created_at or "", i.name or ""))
 
     def create(self, server_id, name, metadata, action):
         conn = self.source.conn
@@ -84,6 +90,11 @@ class ServerImages:
 
     @staticmethod
     def refuse_restore(image, action):
+        volume = (image.properties or {}).get("source-volume")
+        if volume:
+            raise ReplicationError("Failed to %s: it is a direct snapshot of volume %s (a Glance image in Ceph), which Cinder cannot revert "
+                                   "to; attach a volume made from it, or take Cinder snapshots (without openstack.direct_snapshot) to "
+                                   "restore in place" % (action, volume))
         raise ReplicationError("Failed to %s: it is a Glance image of an image-backed server (%s), which has no volume to revert; rebuild "
                                "the server from it (openstack server rebuild --image %s) or attach a volume made from it"
                                % (action, server_of(public(image)["volume"]) or "unknown", image.id))

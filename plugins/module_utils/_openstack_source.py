@@ -23,6 +23,7 @@ import os
 import re
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _naming, _openstack_cloud, _provider_options, _providers
+from ansible_collections.vmimage.replication.plugins.module_utils import _openstack_rbd
 from ansible_collections.vmimage.replication.plugins.module_utils import _openstack_server_image as server_image
 from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
@@ -101,7 +102,9 @@ class Source(_providers.Source):
         found = self.find_server(server)
         attachments = self.call("%s %s" % (action, server), "Nova", lambda: list(self.conn.compute.volume_attachments(found)))
         volumes = [dict(self._volume(a.volume_id, action), device=a.device) for a in sorted(attachments, key=lambda a: a.device or "")]
-        boot = next((v for v in volumes if v["device"] in ROOT_DEVICES), None) or next((v for v in volumes if v["bootable"]), None)
+        boot = next((v for v in volumes if v["device"] in ROOT_DEVICES), None)
+        if boot is None and not (found.image or {}).get("id"):  # no root device name known: the bootable volume
+            boot = next((v for v in volumes if v["bootable"]), None)
         if boot is None and (found.image or {}).get("id"):  # image-backed: the root disk is the hypervisor's, snapshotted by createImage
             boot = server_image.root_volume(found)
             snaps = [server_image.public(i) for i in self.images.list(server_id=found.id) if server_image.ours(i)]
@@ -109,6 +112,8 @@ class Source(_providers.Source):
             raise ReplicationError("Failed to find server %s: server %s has neither a root volume nor an image" % (server, found.id), server=server)
         else:
             snaps = [self.public_snapshot(s) for s in self._snapshots(volume_id=boot["id"])]
+            snaps = sorted(snaps + [server_image.public(i) for i in self.images.list(volume_id=boot["id"]) if server_image.ours(i)],
+                           key=lambda s: (s["created"] or "", s["name"] or ""))
         return {"name": server, "id": found.id, "zone": found.availability_zone, "profile": (found.flavor or {}).get("original_name"),
                 "os": None, "boot_volume": boot, "volumes": [boot] + [v for v in volumes if v is not boot], "status": found.status,
                 "latest_snapshot": snaps[-1] if snaps else None}
@@ -126,7 +131,7 @@ class Source(_providers.Source):
         created = _iso(snap.created_at)
         return {"name": snap.name, "id": snap.id, "volume": snap.volume_id, "server": meta.get("source-server"), "created": created,
                 "size": (snap.size or 0) * GIB, "format": "raw", "fingerprint": None, "created_by": meta.get("created-by"),
-                "status": snap.status, "os": None,
+                "status": snap.status, "os": None, "direct": None,
                 "snapshot_time": _naming.format_time(meta["snapshot-time"]) if meta.get("snapshot-time") else created}
 
     def find_snapshot(self, ident, action):
@@ -152,21 +157,29 @@ class Source(_providers.Source):
         name = name or _naming.image_name(server or "snapshot", when)
         if server_image.server_of(volume):
             return self._image_snapshot(volume, server, name, when, check_mode)
-        existing = self._snapshots(name=name)
+        existing = self._snapshots(name=name) or [i for i in self.images.list(name=name) if server_image.ours(i)]
         if existing:
+            if _is_image(existing[0]):  # a direct snapshot (a Glance image) of this name
+                return server_image.public(existing[0]), False
             if existing[0].volume_id != volume:
                 raise ReplicationError("Failed to %s: snapshot %s already exists of another volume; choose another name" % (action, name))
             return self.public_snapshot(existing[0] if check_mode else self._wait_snapshot(existing[0], action)), False
         metadata = {"created-by": _naming.CREATED_BY, "snapshot-time": _naming.stamp(when)}
         if server:
             metadata["source-server"] = server
+        fallback = None
+        if self.os.get("direct_snapshot") and not check_mode:
+            image, fallback = _openstack_rbd.Direct(self, self.os["direct_snapshot"]).snapshot(
+                volume, name, dict(metadata, **{"source-volume": volume, "direct": "rbd", "image_type": "snapshot"}), action)
+            if image is not None:
+                return server_image.public(image), True
         if check_mode:
             return {"name": name, "id": None, "volume": volume, "server": server, "created": when, "size": None, "format": "raw",
                     "fingerprint": None, "created_by": _naming.CREATED_BY, "status": None, "os": None, "snapshot_time": when}, True
         snap = self.call(action, "Cinder", self.conn.block_storage.create_snapshot, volume_id=volume, name=name, force=True, metadata=metadata,
                          description="made by %s" % _naming.CREATED_BY)
         try:
-            return self.public_snapshot(self._wait_snapshot(snap, action)), True
+            return dict(self.public_snapshot(self._wait_snapshot(snap, action)), direct_fallback=fallback), True
         except ReplicationError as failure:
             try:  # a failed or stuck snapshot of this run is not left behind
                 self._delete_snapshot(snap, action + " (and remove the snapshot it made, %s: remove it by hand)" % name)
@@ -177,7 +190,7 @@ class Source(_providers.Source):
     def _image_snapshot(self, volume, server, name, when, check_mode):
         """createImage of an image-backed server (``volume`` is its root disk): the Glance image, waited ``active``."""
         action = "snapshot the root disk of server %s" % (server or server_image.server_of(volume))
-        existing = self.images.list(name=name)
+        existing = [i for i in self.images.list(name=name) if server_image.ours(i)]
         if existing:
             return server_image.public(existing[0] if check_mode else self.images.wait(existing[0], action)), False
         metadata = {"created-by": _naming.CREATED_BY, "snapshot-time": _naming.stamp(when), "source-server": server or ""}
@@ -202,6 +215,8 @@ class Source(_providers.Source):
             found = [self.public_snapshot(s) for s in self._snapshots(**filters)]
         if root or not volume:
             found += [server_image.public(i) for i in self.images.list(server_id=root, name=name) if server_image.ours(i)]
+        else:  # direct snapshots of the volume
+            found += [server_image.public(i) for i in self.images.list(volume_id=volume, name=name) if server_image.ours(i)]
         found.sort(key=lambda s: (s["created"] or "", s["name"] or ""))
         return [s for s in found if server is None or s["server"] == server]
 
@@ -260,22 +275,35 @@ class Source(_providers.Source):
         answer = {"volume_id": None, "attachment_id": None, "device": None, "host": server.id, "snapshot": snap.name}
         existing = [v for v in self._volumes(conv_volume_name(snap.name)) if ours(v)]
         vol = existing[0] if existing else None
-        on_host = vol is not None and any(a.get("server_id") == server.id for a in vol.attachments or [])
+        elsewhere = [a.get("server_id") for a in (vol.attachments if vol is not None else None) or [] if a.get("server_id") != server.id]
+        if elsewhere:  # another run's (or host's) volume: never touched here
+            raise ReplicationError("Failed to %s: volume %s made from it is attached to server %s, not to conversion host %s; another run "
+                                   "may be using it" % (action, vol.id, elsewhere[0], host), volume_id=vol.id)
+        on_host = vol is not None and bool(vol.attachments)
         if not on_host and check_mode:
             answer["volume_id"] = vol.id if vol is not None else None
             return answer, True
+        made = vol is None
         try:
             if vol is None:
                 vol = self._volume_from(snap, server, action)
+            elif not on_host:  # left by an earlier try: usable once Cinder has made (or attached) it
+                vol = self._wait_volume(vol.id, ("available", "in-use"), action, ("error",))
+                on_host = any(a.get("server_id") == server.id for a in vol.attachments or [])
             answer["volume_id"] = vol.id
             if not on_host:
                 self.call(action, "Nova", self.conn.compute.create_volume_attachment, server, volume_id=vol.id)
             vol = self._wait_volume(vol.id, "in-use", action, ("error", "available", "error_attaching"))
-            answer["attachment_id"] = next(a.get("attachment_id") for a in vol.attachments if a.get("server_id") == server.id)
+            answer["attachment_id"] = next((a.get("attachment_id") for a in vol.attachments or [] if a.get("server_id") == server.id), None)
+            if answer["attachment_id"] is None:
+                raise ReplicationError("Failed to %s: volume %s is in-use but not attached to conversion host %s" % (action, vol.id, host))
             answer["device"] = self._device(vol.id, action)
-        except ReplicationError:
-            if answer["volume_id"] and not on_host:
-                self.volume_detach(dict(answer))
+        except ReplicationError as failure:
+            if made and answer["volume_id"]:  # only what this call made is removed; the failure stays the one reported
+                try:
+                    self.volume_detach(dict(answer))
+                except ReplicationError as cleanup:
+                    failure.extend_msg(cleanup.msg)
             raise
         return answer, not on_host
 
@@ -285,8 +313,9 @@ class Source(_providers.Source):
     def _volume_from(self, snap, server, action):
         metadata = {"created-by": _naming.CREATED_BY, "source-snapshot": snap.id, "conversion-host": server.id}
         source = self.images.volume_spec(snap) if _is_image(snap) else {"snapshot_id": snap.id, "size": snap.size}
-        vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), metadata=metadata,
-                        availability_zone=server.availability_zone, **source)
+        # No availability zone: Cinder makes a volume from a snapshot in the snapshot's zone (cloned_volume_same_az), and
+        # Nova's zone names need not be Cinder's; Nova attaches across zones unless the operator forbids it (cross_az_attach).
+        vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), metadata=metadata, **source)
         try:
             return self._wait_volume(vol.id, "available", action, ("error",))
         except ReplicationError:
@@ -294,9 +323,12 @@ class Source(_providers.Source):
             raise
 
     def _wait_volume(self, volume_id, status, action, failure_states):
+        """The volume once its status is ``status`` (or one of them)."""
+        wanted = (status,) if isinstance(status, str) else status
+
         def probe():
             found = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
-            return found.status == status, {"status": found.status, "volume": found}
+            return found.status in wanted, {"status": found.status, "volume": found}
         return self.wait(probe, "volume %s" % volume_id, action, failure_states)["volume"]
 
     def _device(self, volume_id, action):
@@ -321,6 +353,8 @@ class Source(_providers.Source):
 
     def _delete_volume(self, volume_id, action):
         vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
+        if vol.status in ("creating", "downloading", "reserved", "attaching"):  # Cinder lists an attachment once it is attached
+            vol = self._wait_volume(volume_id, ("available", "in-use"), action, ("error",))
         for att in vol.attachments or []:
             self.call(action, "Nova", self.conn.compute.delete_volume_attachment, att.get("server_id"), vol.id, ignore_missing=True)
         if vol.attachments or vol.status in ("attaching", "reserved", "detaching"):

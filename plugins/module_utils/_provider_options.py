@@ -54,6 +54,13 @@ OPENSTACK = dict(
         visibility=dict(type="str", choices=["private", "shared", "community", "public"], default="private"),
         import_method=dict(type="str", choices=["upload", "web-download"], default="upload"),
         by_id_dir=dict(type="path", default="/dev/disk/by-id"),
+        direct_snapshot=dict(type="dict", options=dict(
+            ceph_conf=dict(type="path", default="/etc/ceph/ceph.conf"),
+            ceph_user=dict(type="str", default="admin"),
+            keyring=dict(type="path", no_log=False),
+            volumes_pool=dict(type="str", default="volumes"),
+            images_pool=dict(type="str", default="images"),
+        )),
     )),
 )
 

@@ -58,22 +58,30 @@ def vpc_emulator_factory(tmp_path):
             raise failures[0]
 
 
+_OPENSTACK = {}
+
+
 @pytest.fixture(scope="session")
-def openstack_emulator(openstack_cloud, tmp_path_factory):
+def openstack_emulator(request, openstack_cloud, tmp_path_factory):
     """Cinder and Nova emulated (tests/emulators/openstack_server.py) behind the session's real Keystone, in RegionOne's
-    catalog. Tests share it: each calls ``reset()`` first. Its conversion-host attachments are loop devices (root)."""
+    catalog. One per test session however many modules import this fixture (a second one would register a second pair
+    of endpoints in the same catalog); tests call ``reset()`` first. Its conversion-host attachments are loop devices (root)."""
     from tests.emulators import openstack_server  # pylint: disable=import-outside-toplevel
 
-    data, by_id = _dirs(tmp_path_factory.mktemp("openstack-emulator"))
-    emulator = openstack_server.start(openstack_cloud.auth_url, data, by_id, glance_url=openstack_cloud.glance_url("RegionOne"))
-    conn = openstack_cloud.connect("RegionOne")
-    try:
-        emulator.register(conn, ["RegionOne"])
-    finally:
-        conn.close()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-        left = emulator.leftovers()
-        assert left == {"loops": [], "links": []}, "the OpenStack emulator left attachments: %s" % left
+    if "emulator" not in _OPENSTACK:
+        data, by_id = _dirs(tmp_path_factory.mktemp("openstack-emulator"))
+        emulator = openstack_server.start(openstack_cloud.auth_url, data, by_id, glance_url=openstack_cloud.glance_url("RegionOne"))
+        conn = openstack_cloud.connect("RegionOne")
+        try:
+            emulator.register(conn, ["RegionOne"])
+        finally:
+            conn.close()
+
+        def finish():
+            _OPENSTACK.pop("emulator", None)
+            emulator.stop()
+            left = emulator.leftovers()
+            assert left == {"loops": [], "links": []}, "the OpenStack emulator left attachments: %s" % left
+        request.addfinalizer(finish)
+        _OPENSTACK["emulator"] = emulator
+    return _OPENSTACK["emulator"]

@@ -114,7 +114,10 @@ class Block:
         zone = spec.get("availability_zone") or (self.cloud.volumes[snapshot["volume_id"]]["availability_zone"] if snapshot else "nova")
         rec = self.new_volume(spec.get("name"), size, project, zone=zone, snapshot=snapshot)
         rec.update(metadata=dict(spec.get("metadata") or {}), description=spec.get("description"))
+        if snapshot is not None:  # Cinder copies the source's bootable flag; a volume from an image is bootable
+            rec["bootable"] = self.cloud.volumes[snapshot["volume_id"]]["bootable"]
         if spec.get("imageRef"):
+            rec["bootable"] = "true"
             try:
                 openstack_images.volume_from_image(self.cloud, rec, spec["imageRef"], self.cloud.request_token)
             except base.Fault:

@@ -84,7 +84,8 @@ class Cloud:
         self.timers.append((time.monotonic() + (self.delay if delay is None else delay), self.sequence, function))
 
     def settle(self, wait=False):
-        """Run the state changes that are due (all of them with ``wait``, after the Glance jobs end)."""
+        """Run the state changes that are due (all of them with ``wait``, after the Glance jobs end: never call that holding
+        the lock, the jobs take it to finish)."""
         if wait:
             while self.jobs:
                 self.jobs.pop().join(120)
@@ -172,6 +173,9 @@ class Emulator:
             return exc.code, exc.body(), {}
         except (ValueError, KeyError, TypeError) as exc:
             return 400, Fault(400, "Invalid input for the request: %s" % exc).body(), {}
+        except Exception as exc:  # pylint: disable=broad-except - answered as the services answer an internal error
+            return 500, {"computeFault": {"message": "The server has either erred or is incapable of performing the requested operation. "
+                                                     "(%s: %s)" % (type(exc).__name__, exc), "code": 500}}, {}
         label = SERVICES[service][5]
         return status, answer, {"OpenStack-API-Version": "%s %d.%d" % (label, micro[0], micro[1]), "Vary": "OpenStack-API-Version"}
 
@@ -262,19 +266,24 @@ class Emulator:
 
     def release_volume(self, volume_id):
         """The volume detached from its server out of band (the server deleted, its volume kept): ``available``."""
+        self.cloud.settle(wait=True)
         with self.cloud.lock:
-            self.cloud.settle(wait=True)
             for server in self.cloud.servers.values():
                 for att in [a for a in server["attached"] if a["volume_id"] == volume_id]:
                     server["attached"].remove(att)
             self.cloud.compute.unexpose(volume_id)
             touch(self.cloud.volumes[volume_id], status="available", attachments=[])
 
-    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova", image_id=None):
+    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova", image_id=None, ceph=None):
         """An ACTIVE server whose root disk holds ``data``: volume-backed (its boot volume), or with ``image_id``
-        image-backed (a local disk file, ``disk`` in the record). The server's record."""
+        image-backed (a local disk file, ``disk`` in the record). With ``ceph`` (tests/peers/ceph.py) the boot volume is
+        also the RBD image ``volumes/volume-<id>`` holding the same bytes, as Cinder's RBD driver names it (the emulator's
+        shortcut: its own operations keep using the file). The server's record."""
         with self.cloud.lock:
-            return self.cloud.compute.seed(name, data, size_gb, conversion_host, zone, image_id)
+            server = self.cloud.compute.seed(name, data, size_gb, conversion_host, zone, image_id)
+        if ceph is not None and not image_id:
+            ceph.run("rbd", "import", "--no-progress", self.volume_path(server["boot_volume"]), "volumes/volume-%s" % server["boot_volume"])
+        return server
 
     def volume_path(self, volume_id):
         return self.cloud.block.path(volume_id)

@@ -23,6 +23,8 @@ import textwrap
 import time
 import urllib.request
 
+from tests.peers.ceph import CephPeer
+from tests.peers.ceph import available as ceph_available
 from tests.peers.ports import free_port, wait_listening
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,6 +64,10 @@ class OpenStackPeer:
     def __init__(self, root, host="127.0.0.1"):
         self.root, self.host = str(root), host
         self.password = "os-" + secrets.token_urlsafe(18)
+        self.operator_password = "op-" + secrets.token_urlsafe(18)
+        self._ceph_job = None
+        # RegionOne's Glance stores images in Ceph too (the RBD direct path) where Ceph is installed.
+        self.ceph = CephPeer(os.path.join(self.root, "ceph")) if ceph_available() is None else None
         self.processes = {}
         self.groups = set()
         self.ports = {}
@@ -105,8 +111,13 @@ class OpenStackPeer:
         for name in ("keystone",) + REGIONS:
             self.ports[name] = free_port(self.host)
         try:
-            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            if self.ceph is not None:
+                os.makedirs(self.ceph.root, mode=0o700)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                # RegionOne's Glance configures its Ceph store when it starts: Ceph first.
+                self._ceph_job = pool.submit(self.ceph.start) if self.ceph is not None else None
                 jobs = [pool.submit(self._setup_keystone)] + [pool.submit(self._setup_glance, region) for region in REGIONS]
+                jobs += [self._ceph_job] if self._ceph_job is not None else []
                 for job in jobs:
                     job.result()
             self._register_endpoints()
@@ -120,6 +131,8 @@ class OpenStackPeer:
         return self
 
     def stop(self):
+        if self.ceph is not None:
+            self.ceph.stop()
         for name, process in list(self.processes.items()):
             if process.poll() is None:
                 try:
@@ -218,6 +231,13 @@ class OpenStackPeer:
                     raise
                 time.sleep(0.2)
         conn.identity.create_region(id=REGIONS[1])
+        # The service role (Glance lets only services add rbd:// locations) for admin; an operator without it.
+        project = conn.identity.find_project("admin")
+        admin = conn.identity.find_user("admin")
+        service = conn.identity.find_role("service") or conn.identity.create_role(name="service")  # bootstrap makes it in recent Keystones
+        conn.identity.assign_project_role_to_user(project, admin, service)
+        operator = conn.identity.create_user(name="operator", password=self.operator_password, default_project_id=project.id)
+        conn.identity.assign_project_role_to_user(project, operator, conn.identity.find_role("member"))
         service = conn.identity.create_service(name="glance", type="image")
         for region in REGIONS:
             conn.identity.create_endpoint(service_id=service.id, interface="public", url=self.glance_url(region), region_id=region)
@@ -232,7 +252,7 @@ class OpenStackPeer:
         _write(os.path.join(base, "glance-api.conf"), textwrap.dedent("""\
             [DEFAULT]
             log_file = {base}/glance.log
-            enabled_backends = local:file
+            enabled_backends = local:file{rbd_backend}
             worker_self_reference_url = {url}
             enabled_import_methods = {import_methods}
             image_size_cap = 10737418240
@@ -243,6 +263,7 @@ class OpenStackPeer:
             default_backend = local
             [local]
             filesystem_store_datadir = {base}/images
+            {rbd_section}
             [os_glance_staging_store]
             filesystem_store_datadir = {base}/staging
             [os_glance_tasks_store]
@@ -266,11 +287,22 @@ class OpenStackPeer:
             user_domain_name = Default
             project_domain_name = Default
             interface = public
-            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], import_methods=IMPORT_METHODS[region],
+            """).format(base=base, url=self.glance_url(region), formats=DISK_FORMATS[region], import_methods=IMPORT_METHODS[region], **self._rbd_store(region),
                         auth=self.auth_url, password=self.password, region=region))
         env = {"OS_GLANCE_CONFIG_DIR": base}
+        if region == REGIONS[0] and self.ceph is not None:
+            env["PYTHONPATH"] = self.ceph.python_path()
+            self._ceph_job.result()
         self._run("glance-manage db_sync (%s)" % region, [os.path.join(VENV, "bin", "glance-manage"), "--config-dir", base, "db_sync"], env=env)
         self._serve(region, "glance.wsgi.api:application", base, env)
+
+    def _rbd_store(self, region):
+        """RegionOne's Glance has a second store, ``ceph``: Ceph's images pool as client.glance."""
+        if region != REGIONS[0] or self.ceph is None:
+            return {"rbd_backend": "", "rbd_section": ""}
+        os.makedirs(self.ceph.root, mode=0o700, exist_ok=True)
+        section = "[ceph]\nrbd_store_pool = images\nrbd_store_user = glance\nrbd_store_ceph_conf = %s\nrbd_store_chunk_size = 4" % self.ceph.conf
+        return {"rbd_backend": ", ceph:rbd", "rbd_section": section}
 
     def _wait_http(self, name, timeout=120.0):
         """Until the service answers HTTP (gunicorn binds before the application is built)."""
@@ -295,6 +327,9 @@ class OpenStackPeer:
     def _write_clouds_yaml(self):
         auth = self.auth()
         lines = ["clouds:", "  peer:", "    auth:"] + ["      %s: %s" % (k, v) for k, v in auth.items()]
+        lines += ["    regions: [%s]" % ", ".join(REGIONS), "    interface: public", "    identity_api_version: 3"]
+        operator = dict(auth, username="operator", password=self.operator_password)
+        lines += ["  peer-operator:", "    auth:"] + ["      %s: %s" % (k, v) for k, v in operator.items()]
         lines += ["    regions: [%s]" % ", ".join(REGIONS), "    interface: public", "    identity_api_version: 3"]
         _write(self.clouds_yaml, "\n".join(lines) + "\n")
 

@@ -190,11 +190,14 @@ class OpenStackSourcePeer:
         self.boot = {}
         self.host = self.emu.seed_server("conversion-host", conversion_host=True)["id"]
         conn = self.cloud.connect("RegionOne")
-        try:  # the session's Glance is shared: each test starts without snapshot images
-            for image in list(conn.image.images(image_type="snapshot")):
+        try:  # the session's RegionOne Glance (and Ceph) are shared, and hold only these tests' snapshot images: emptied
+            for image in list(conn.image.images()):
                 conn.image.delete_image(image, ignore_missing=True)
         finally:
             conn.close()
+        if self.cloud.ceph is not None:
+            for pool in ("images", "volumes"):
+                self.cloud.ceph.purge(pool)
 
     def settings(self):
         return {"auth": self.cloud.auth(), "region_name": "RegionOne", "interface": "public", "timeout": 60, "wait_sleep": 0.05,

@@ -164,3 +164,81 @@ def test_crash_consistent_cinder_snapshot_thaws_on_success_and_when_cinder_refus
     assert [c[0] for c in guest.calls] == ["freeze", "thaw"] and thawed(guest.real)
     assert sorted(s["name"] for s in cloud.emu.cloud.snapshots.values()) == ["web01-frozen"]
     _no_secret(cloud, refused)
+
+
+@pytest.fixture
+def ceph(cloud):
+    if cloud.cloud.ceph is None:
+        pytest.skip("Ceph is not installed here (hack/bootstrap.sh installs it)")
+    return cloud.cloud.ceph
+
+
+def _direct(cloud, ceph, user="vmimage", **openstack):
+    options = dict(cloud.settings(), direct_snapshot={"ceph_conf": ceph.conf, "ceph_user": user}, **openstack)
+    return _args(cloud, openstack=options)
+
+
+def _ceph_server(cloud, ceph, name="web01", data=b"R" * MIB):
+    cloud.boot[name] = cloud.emu.seed_server(name, data, ceph=ceph)["boot_volume"]
+    return cloud.boot[name]
+
+
+def _clean_ceph(ceph, boot):
+    """The images pool holds nothing, the volume's RBD image no snapshot."""
+    return ceph.images("images") == {} and ceph.images("volumes").get("volume-%s" % boot) == []
+
+
+def test_direct_snapshot_clones_in_ceph_and_glance_records_only_the_location(cloud, ceph, module_runner):
+    boot = _ceph_server(cloud, ceph)
+    args = dict(_direct(cloud, ceph), volume=boot, server="web01", name="web01-direct")
+    made = module_runner("snapshot", args)
+    assert not made.get("failed"), made["msg"]
+    assert made["changed"] is True and made["snapshot"]["direct"] == "rbd" and made["snapshot"]["volume"] == boot, made
+    image_id = made["snapshot"]["id"]
+    assert ceph.images("images") == {image_id: ["snap"]} and ceph.images("volumes")["volume-%s" % boot] == []
+    assert not cloud.emu.cloud.snapshots  # no Cinder snapshot: the standard path was not taken
+    conn = cloud.cloud.connect("RegionOne")
+    try:
+        locations = conn.image.get("/images/%s/locations" % image_id).json()
+    finally:
+        conn.close()
+    assert [loc["url"] for loc in locations] == ["rbd://%s/images/%s/snap" % (ceph.fsid, image_id)], locations
+    again = module_runner("snapshot", args)
+    assert again["changed"] is False and again["snapshot"]["id"] == image_id
+    listed = module_runner("snapshot_info", _args(cloud, server="web01", volume=boot))
+    assert [s["name"] for s in listed["snapshots"]] == ["web01-direct"]
+    # The conversion host reads it through a Cinder volume made from the image: Glance reads it from Ceph.
+    attach = _args(cloud, snapshot="web01-direct", host="conversion-host")
+    attached = module_runner("volume_attach", attach)
+    with open(attached["attachment"]["device"], "rb") as handle:
+        assert handle.read(MIB) == b"R" * MIB
+    assert module_runner("volume_attach", dict(attach, state="absent"))["changed"] is True
+    restore = module_runner("snapshot", _args(cloud, name="web01-direct", state="restored"))
+    assert restore["failed"] and "direct snapshot of volume %s" % boot in restore["msg"], restore
+    assert module_runner("snapshot", _args(cloud, name="web01-direct", state="absent"))["changed"] is True
+    assert _clean_ceph(ceph, boot)  # Glance's rbd store removed the clone with the image
+
+
+def test_direct_snapshot_falls_back_where_it_is_not_allowed(cloud, ceph, module_runner):
+    boot = _ceph_server(cloud, ceph)
+    # The Ceph user may not write the images pool (the seed's "no write permission on storage pool images").
+    readonly = module_runner("snapshot", dict(_direct(cloud, ceph, user="vmimage-ro"), volume=boot, server="web01", name="web01-ro"))
+    assert readonly["changed"] is True and readonly["snapshot"]["direct"] is None, readonly
+    assert "Operation not permitted" in readonly["snapshot"]["direct_fallback"], readonly["snapshot"]
+    assert [s["name"] for s in cloud.emu.cloud.snapshots.values()] == ["web01-ro"] and _clean_ceph(ceph, boot)
+    # Glance lets only services add an rbd location: an operator's snapshot takes the standard path.
+    operator = cloud.cloud.auth()
+    operator.update(username="operator", password=cloud.cloud.operator_password)
+    refused = module_runner("snapshot", dict(_direct(cloud, ceph, auth=operator), volume=boot, server="web01", name="web01-op"))
+    assert refused["changed"] is True and "Glance refused the location (HTTP 403" in refused["snapshot"]["direct_fallback"], refused
+    assert cloud.cloud.operator_password not in json.dumps(refused)
+    assert _clean_ceph(ceph, boot)
+    conn = cloud.cloud.connect("RegionOne")
+    try:
+        assert [i.name for i in conn.image.images()] == []
+    finally:
+        conn.close()
+    # A volume that is not in Ceph at all.
+    plain = _seed(cloud, name="plain01")
+    other = module_runner("snapshot", dict(_direct(cloud, ceph), volume=plain, server="plain01", name="plain01-s"))
+    assert other["changed"] is True and "is not an RBD image of pool volumes" in other["snapshot"]["direct_fallback"], other
