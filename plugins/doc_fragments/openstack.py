@@ -101,7 +101,7 @@ options:
         default: /dev/disk/by-id
       direct_snapshot:
         description:
-          - Provider only - take the snapshot of a volume in Ceph the direct way (seed 002, Nova's direct snapshot): the volume's
+          - Provider only - take the snapshot of a volume in Ceph the direct way (seed 002, Nova's direct snapshot) - the volume's
             RBD image is snapshotted, cloned into the images pool and flattened, and Glance records only its location
             (C(rbd://<fsid>/<images_pool>/<id>/snap)); no data passes through any host. The snapshot is then a Glance image, read
             through a Cinder volume made from it.

@@ -104,4 +104,3 @@ class Direct:
             self._ceph("rbd", "rm", "--no-progress", clone)
         except RbdError:
             pass  # never made
-

@@ -231,6 +231,16 @@ snapshot:
       description: How the data was copied, V(reflink) or V(sparse-copy); null in check mode.
       type: str
       sample: sparse-copy
+    direct:
+      description: V(openstack) - V(rbd) for a direct snapshot (a Glance image whose data Ceph cloned), else null.
+      type: str
+      sample: rbd
+    direct_fallback:
+      description:
+        - V(openstack) with C(openstack.direct_snapshot) - why the direct path was not taken and a Cinder snapshot was
+          (the volume is not in Ceph, the Ceph user may not write the images pool, Glance refused the location).
+      type: str
+      sample: "Ceph refused it (rbd clone: rbd: clone error: (1) Operation not permitted)"
 consistency:
   description: How the guest was quiesced for the snapshot (O(consistency)).
   returned: when state=present

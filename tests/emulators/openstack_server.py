@@ -173,7 +173,8 @@ class Emulator:
             return exc.code, exc.body(), {}
         except (ValueError, KeyError, TypeError) as exc:
             return 400, Fault(400, "Invalid input for the request: %s" % exc).body(), {}
-        except Exception as exc:  # pylint: disable=broad-except - answered as the services answer an internal error
+        except Exception as exc:  # pylint: disable=broad-except
+            # answered as the services answer an internal error
             return 500, {"computeFault": {"message": "The server has either erred or is incapable of performing the requested operation. "
                                                      "(%s: %s)" % (type(exc).__name__, exc), "code": 500}}, {}
         label = SERVICES[service][5]
