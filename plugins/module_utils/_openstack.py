@@ -205,12 +205,16 @@ class Target(_providers.Target):
             raise
 
     @staticmethod
-    def _read_object(catalog, key):
+    def _open_object(catalog, key):
+        """The object's body, wrapped in a reader that hashes what passes."""
         try:
-            stream = catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"]
+            return HashingReader(catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"])
         except (_cos.ClientError, _cos.BotoCoreError) as exc:
             raise catalog._fail(exc, "read image", key) from None  # pylint: disable=protected-access
-        reader = HashingReader(stream)
+
+    def _read_object(self, catalog, key):
+        reader = self._open_object(catalog, key)
+        stream = reader.body
         try:
             for _unused in reader:
                 pass
@@ -222,11 +226,8 @@ class Target(_providers.Target):
         return reader
 
     def _upload(self, catalog, key, image_id, action):
-        try:
-            stream = catalog.client.get_object(Bucket=catalog.bucket, Key=key)["Body"]
-        except (_cos.ClientError, _cos.BotoCoreError) as exc:
-            raise catalog._fail(exc, "read image", key) from None  # pylint: disable=protected-access
-        reader = HashingReader(stream)
+        reader = self._open_object(catalog, key)
+        stream = reader.body
         try:
             self._request(action, "put", "/images/%s/file" % image_id, data=iter(reader), headers={"Content-Type": "application/octet-stream"})
         finally:
