@@ -72,14 +72,15 @@ class Cleanup(_openstack_source.Source):
         if check_mode:
             return removed
         failures = []
-        steps = [(self._delete_volume, v.id, "remove leftover volume %s" % v.name) for v in found["volumes"]]
-        steps += [(self._delete_snapshot, s, "remove leftover snapshot %s" % s.name) for s in found["snapshots"]]
-        steps += [(self.images.delete, i, "remove leftover image %s" % i.name) for i in found["images"]]
-        for remove, what, action in steps:  # each one tried, whatever the one before raised
-            try:
-                remove(what, action)
+        steps = [("volumes", v.name, self._delete_volume, v.id) for v in found["volumes"]]
+        steps += [("snapshots", x.name, self._delete_snapshot, x) for x in found["snapshots"]]
+        steps += [("images", i.name, self.images.delete, i) for i in found["images"]]
+        for kind, name, remove, what in steps:
+            try:  # each one tried, whatever the one before raised
+                remove(what, "remove leftover %s %s" % (kind[:-1], name))
             except ReplicationError as exc:
                 failures.append(exc.msg)
+                removed[kind].remove(name)
         if failures:
             raise ReplicationError("Failed to remove %d of the leftovers: %s" % (len(failures), " | ".join(failures)), removed=removed)
         return removed

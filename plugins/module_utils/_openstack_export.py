@@ -15,6 +15,7 @@ second export of the same image changes nothing.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _cos, _digest, _multipart, _naming, _openstack_cloud
@@ -22,6 +23,17 @@ from ansible_collections.vmimage.replication.plugins.module_utils._errors import
 
 FORMATS = ("qcow2", "raw")
 CHUNK = 1024 * 1024
+
+
+UNFINISHED_AFTER = 3600  # seconds: an object without its record older than this is an export that died, not one still checking
+
+
+def _stale(found):
+    when = found.get("last_modified")
+    if not when:
+        return True
+    age = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
+    return age.total_seconds() > UNFINISHED_AFTER
 
 
 class Export:
@@ -63,8 +75,9 @@ class Export:
         with _cos.naming_errors(action, self.p["cos"], self.p["bucket"], key):
             client = _cos.connect(self.p["cos"])
             existing = _cos.head(client, self.p["bucket"], key)
-            if existing is not None and existing["metadata"].get("created-by") == _naming.CREATED_BY and not existing["metadata"].get("sha256"):
-                existing = None  # an export that died before its object got its metadata: done again
+            if existing is not None and existing["metadata"].get("created-by") == _naming.CREATED_BY and not existing["metadata"].get("sha256") \
+                    and _stale(existing):
+                existing = None  # an export that died before its object got its metadata (long enough ago): done again
             if existing is not None:
                 meta = existing["metadata"]
                 if meta.get("source-image") != image.id or not meta.get("sha256"):

@@ -27,9 +27,10 @@ class RbdError(Exception):
 
 
 class Direct:
-    def __init__(self, source, options):
+    def __init__(self, source, options, timeout=1800):
         self.source = source
         self.options = options
+        self.timeout = timeout
 
     def _ceph(self, program, *args):
         opts = self.options
@@ -37,7 +38,7 @@ class Direct:
         if opts.get("keyring"):
             argv += ["--keyring", opts["keyring"]]
         try:
-            done = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=opts.get("timeout") or 600, check=False)
+            done = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=self.timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RbdError("%s %s: %s" % (program, args[0], exc)) from None
         if done.returncode:
@@ -45,7 +46,8 @@ class Direct:
         return done.stdout.strip()
 
     def snapshot(self, volume_id, name, properties, action):
-        """``(Glance image, None)`` made the direct way, or ``(None, why not)`` with nothing of it left."""
+        """``(Glance image, None)`` made the direct way, or ``(None, why not)`` with nothing of it left. Anything else that
+        stops it (a Glance error, the task cancelled) removes what it made too, then goes on."""
         pools = (self.options.get("volumes_pool") or "volumes", self.options.get("images_pool") or "images")
         source = "%s/volume-%s" % (pools[0], volume_id)
         image_id = str(uuid.uuid4())
@@ -53,43 +55,56 @@ class Direct:
         source_snap = "%s@vmimage-%s" % (source, image_id[:8])
         try:
             self._ceph("rbd", "info", source)
+            fsid = self._ceph("ceph", "fsid")
         except RbdError as exc:
             return None, "volume %s is not an RBD image of pool %s (%s)" % (volume_id, pools[0], exc)
+        made = []  # undone in reverse: the clone (a child) before the volume's snapshot
         try:
-            fsid = self._ceph("ceph", "fsid")
             self._ceph("rbd", "snap", "create", source_snap)
-            try:
-                self._ceph("rbd", "snap", "protect", source_snap)
-                self._ceph("rbd", "clone", source_snap, clone)
-                self._ceph("rbd", "flatten", "--no-progress", clone)
-            finally:
-                self._drop_snapshot(source_snap)
+            made.append(lambda: self._drop_snapshot(source_snap))
+            self._ceph("rbd", "snap", "protect", source_snap)
+            made.append(lambda: self._drop_clone(clone))
+            self._ceph("rbd", "clone", source_snap, clone)
+            self._ceph("rbd", "flatten", "--no-progress", clone)
+            made.pop(0)()  # flattened: the clone owes the volume's snapshot nothing, which goes now
             self._ceph("rbd", "snap", "create", clone + "@snap")
             self._ceph("rbd", "snap", "protect", clone + "@snap")
-        except RbdError as exc:
-            self._drop_clone(clone)
-            return None, "Ceph refused it (%s)" % exc
-        url = "rbd://%s/%s/%s/snap" % (fsid, pools[1], image_id)
-        image, why = self._register(image_id, name, properties, url, action)
+            url = "rbd://%s/%s/%s/snap" % (fsid, pools[1], image_id)
+            image, why = self._register(image_id, name, properties, url, action)
+        except BaseException as exc:
+            for undo in reversed(made):
+                undo()
+            if isinstance(exc, RbdError):
+                return None, "Ceph refused it (%s)" % exc
+            raise
         if image is None:
-            self._drop_clone(clone)
+            for undo in reversed(made):
+                undo()
         return image, why
 
     def _register(self, image_id, name, properties, url, action):
-        """The Glance image with only the location: ``(image, None)``, or ``(None, why)`` when Glance refuses the location."""
+        """The Glance image with only the location: ``(image, None)``, or ``(None, why)`` when Glance refuses the location;
+        the image record is deleted on every other way out too."""
         source = self.source
         body = dict(properties, id=image_id, name=name, disk_format="raw", container_format="bare")
         source.call(action, "Glance", lambda: source.conn.image.post("/images", json=body).json())
-        answer = source.call(action, "Glance", lambda: source.conn.image.post("/images/%s/locations" % image_id, json={"url": url},
-                                                                              raise_exc=False))
-        if answer.status_code >= 300:
-            source.call(action, "Glance", source.conn.image.delete_image, image_id, ignore_missing=True)
-            return None, "Glance refused the location (HTTP %d: %s)" % (answer.status_code, " ".join((answer.text or "").split())[-200:])
         try:
-            return source.images.wait(source.conn.image.get_image(image_id), action), None
-        except ReplicationError:
-            source.call(action, "Glance", source.conn.image.delete_image, image_id, ignore_missing=True)
+            answer = source.call(action, "Glance", lambda: source.conn.image.post("/images/%s/locations" % image_id, json={"url": url},
+                                                                                  raise_exc=False))
+            if answer.status_code >= 300:
+                why = "Glance refused the location (HTTP %d: %s)" % (answer.status_code, " ".join((answer.text or "").split())[-200:])
+                self._forget(image_id)
+                return None, why
+            return source.images.wait(source.call(action, "Glance", source.conn.image.get_image, image_id), action), None
+        except BaseException:
+            self._forget(image_id)
             raise
+
+    def _forget(self, image_id):
+        try:
+            self.source.conn.image.delete_image(image_id, ignore_missing=True)
+        except Exception:  # pylint: disable=broad-except
+            pass  # the failure that brought us here is the one to report; openstack_cleanup finds a queued record
 
     def _drop_snapshot(self, snap):
         for step in (("snap", "unprotect", snap), ("snap", "rm", snap)):

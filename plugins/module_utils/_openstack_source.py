@@ -31,6 +31,7 @@ OPTIONS = _provider_options.OPENSTACK
 GIB = 1024 ** 3
 ROOT_DEVICES = ("/dev/vda", "/dev/sda", "/dev/xvda", "/dev/hda")
 REVERTED = "reverted-volume"
+IMAGE_PROPERTY_PREFIXES = ("os_", "hw_")  # what describes the guest to the target cloud (os_distro, hw_disk_bus...)
 
 
 def conv_volume_name(snapshot_name):
@@ -95,7 +96,7 @@ class Source(_providers.Source):
     def _volume(self, volume_id, action):
         vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
         return {"id": vol.id, "name": vol.name, "size": (vol.size or 0) * GIB, "profile": vol.volume_type, "zone": vol.availability_zone,
-                "status": vol.status, "bootable": str(vol.is_bootable).lower() == "true"}
+                "status": vol.status, "bootable": str(vol.is_bootable).lower() == "true", "image_metadata": vol.volume_image_metadata or {}}
 
     def server_info(self, server):
         action = "find server"
@@ -116,7 +117,20 @@ class Source(_providers.Source):
                            key=lambda s: (s["created"] or "", s["name"] or ""))
         return {"name": server, "id": found.id, "zone": found.availability_zone, "profile": (found.flavor or {}).get("original_name"),
                 "os": None, "boot_volume": boot, "volumes": [boot] + [v for v in volumes if v is not boot], "status": found.status,
+                "image_properties": self._image_properties(found, boot),
                 "latest_snapshot": snaps[-1] if snaps else None}
+
+    def _image_properties(self, server, boot):
+        """The ``os_*`` / ``hw_*`` properties of the image the server came from (for the target's image): Cinder keeps them
+        on a volume made from an image (``volume_image_metadata``); an image-backed server's are its base image's."""
+        if server_image.server_of(boot["id"]):
+            try:
+                props = self.conn.image.get_image(server.image["id"]).properties or {}
+            except _openstack_cloud.SDK_ERRORS:  # the base image may be gone: nothing to copy
+                props = {}
+        else:
+            props = boot.get("image_metadata") or {}
+        return {k: str(v) for k, v in props.items() if k.startswith(IMAGE_PROPERTY_PREFIXES) and not k.startswith(("os_hash", "os_glance"))}
 
     # --- snapshots ----------------------------------------------------------------------------------------------------------
     def _snapshots(self, **filters):
@@ -160,7 +174,9 @@ class Source(_providers.Source):
         existing = self._snapshots(name=name) or [i for i in self.images.list(name=name) if server_image.ours(i)]
         if existing:
             if _is_image(existing[0]):  # a direct snapshot (a Glance image) of this name
-                return server_image.public(existing[0]), False
+                if (existing[0].properties or {}).get("source-volume") != volume:
+                    raise ReplicationError("Failed to %s: snapshot image %s already exists of another volume; choose another name" % (action, name))
+                return server_image.public(existing[0] if check_mode else self.images.wait(existing[0], action)), False
             if existing[0].volume_id != volume:
                 raise ReplicationError("Failed to %s: snapshot %s already exists of another volume; choose another name" % (action, name))
             return self.public_snapshot(existing[0] if check_mode else self._wait_snapshot(existing[0], action)), False
@@ -169,7 +185,7 @@ class Source(_providers.Source):
             metadata["source-server"] = server
         fallback = None
         if self.os.get("direct_snapshot") and not check_mode:
-            image, fallback = _openstack_rbd.Direct(self, self.os["direct_snapshot"]).snapshot(
+            image, fallback = _openstack_rbd.Direct(self, self.os["direct_snapshot"], self.os.get("timeout") or 1800).snapshot(
                 volume, name, dict(metadata, **{"source-volume": volume, "direct": "rbd", "image_type": "snapshot"}), action)
             if image is not None:
                 return server_image.public(image), True
@@ -276,9 +292,14 @@ class Source(_providers.Source):
         existing = [v for v in self._volumes(conv_volume_name(snap.name)) if ours(v)]
         vol = existing[0] if existing else None
         elsewhere = [a.get("server_id") for a in (vol.attachments if vol is not None else None) or [] if a.get("server_id") != server.id]
+        if vol is not None and (vol.metadata or {}).get("conversion-host") != server.id:
+            elsewhere = elsewhere or [(vol.metadata or {}).get("conversion-host")]
         if elsewhere:  # another run's (or host's) volume: never touched here
-            raise ReplicationError("Failed to %s: volume %s made from it is attached to server %s, not to conversion host %s; another run "
+            raise ReplicationError("Failed to %s: volume %s made from it is for server %s, not for conversion host %s; another run "
                                    "may be using it" % (action, vol.id, elsewhere[0], host), volume_id=vol.id)
+        if vol is not None and vol.status == "error" and not check_mode:  # a failed earlier try of this host: made again
+            self._delete_volume(vol.id, action)
+            vol = None
         on_host = vol is not None and bool(vol.attachments)
         if not on_host and check_mode:
             answer["volume_id"] = vol.id if vol is not None else None
@@ -318,8 +339,11 @@ class Source(_providers.Source):
         vol = self.call(action, "Cinder", self.conn.block_storage.create_volume, name=conv_volume_name(snap.name), metadata=metadata, **source)
         try:
             return self._wait_volume(vol.id, "available", action, ("error",))
-        except ReplicationError:
-            self._delete_volume(vol.id, action)
+        except ReplicationError as failure:
+            try:
+                self._delete_volume(vol.id, action)
+            except ReplicationError as cleanup:  # the wait's failure stays the one reported
+                failure.extend_msg(cleanup.msg)
             raise
 
     def _wait_volume(self, volume_id, status, action, failure_states):
@@ -354,7 +378,7 @@ class Source(_providers.Source):
     def _delete_volume(self, volume_id, action):
         vol = self.call(action, "Cinder", self.conn.block_storage.get_volume, volume_id)
         if vol.status in ("creating", "downloading", "reserved", "attaching"):  # Cinder lists an attachment once it is attached
-            vol = self._wait_volume(volume_id, ("available", "in-use"), action, ("error",))
+            vol = self._wait_volume(volume_id, ("available", "in-use", "error"), action, ())
         for att in vol.attachments or []:
             self.call(action, "Nova", self.conn.compute.delete_volume_attachment, att.get("server_id"), vol.id, ignore_missing=True)
         if vol.attachments or vol.status in ("attaching", "reserved", "detaching"):

@@ -103,6 +103,12 @@ server:
           null when there is none.
       type: dict
       sample: {name: web01-20260310-120000, created: "2026-03-10T12:00:00Z"}
+    image_properties:
+      description:
+        - V(openstack) - the C(os_*) and C(hw_*) properties of the image the server came from (Cinder's C(volume_image_metadata)
+          of its boot volume, or an image-backed server's base image); the role gives them to an C(openstack) target's image.
+      type: dict
+      sample: {os_distro: ubuntu, hw_disk_bus: virtio}
 """
 
 from ansible_collections.vmimage.replication.plugins.module_utils import _providers

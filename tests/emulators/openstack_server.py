@@ -275,13 +275,16 @@ class Emulator:
             self.cloud.compute.unexpose(volume_id)
             touch(self.cloud.volumes[volume_id], status="available", attachments=[])
 
-    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova", image_id=None, ceph=None):
+    def seed_server(self, name, data=b"", size_gb=1, conversion_host=False, zone="nova", image_id=None, ceph=None, image_properties=None):
         """An ACTIVE server whose root disk holds ``data``: volume-backed (its boot volume), or with ``image_id``
         image-backed (a local disk file, ``disk`` in the record). With ``ceph`` (tests/peers/ceph.py) the boot volume is
         also the RBD image ``volumes/volume-<id>`` holding the same bytes, as Cinder's RBD driver names it (the emulator's
-        shortcut: its own operations keep using the file). The server's record."""
+        shortcut: its own operations keep using the file). ``image_properties``: the ``volume_image_metadata`` Cinder keeps
+        on a volume made from an image. The server's record."""
         with self.cloud.lock:
             server = self.cloud.compute.seed(name, data, size_gb, conversion_host, zone, image_id)
+            if image_properties and not image_id:  # the boot volume was made from an image with these properties
+                self.cloud.volumes[server["boot_volume"]]["volume_image_metadata"] = dict(image_properties)
         if ceph is not None and not image_id:
             ceph.run("rbd", "import", "--no-progress", self.volume_path(server["boot_volume"]), "volumes/volume-%s" % server["boot_volume"])
         return server

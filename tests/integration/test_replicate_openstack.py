@@ -50,7 +50,7 @@ class OpenStackSite(Site):
             replication_provider="openstack",
             replication_provider_options={"openstack": dict(fast, region_name="RegionOne", by_id_dir=self.emu.cloud.by_id_dir)},
             replication_target="openstack",
-            replication_target_options={"openstack": dict(fast, region_name="RegionTwo", min_disk=1, properties={"os_distro": "debian"})},
+            replication_target_options={"openstack": dict(fast, region_name="RegionTwo")},
             replication_work_dir=self.work_dir,
             replication_bucket=self.bucket,
             replication_keep_last=self.keep_last,
@@ -117,7 +117,8 @@ def site(tmp_path_factory, s3_rclone, openstack_cloud, openstack_emulator):  # n
     openstack_emulator.reset()
     openstack_emulator.seed_server("conversion-host", conversion_host=True)
     with open(disk, "rb") as handle:
-        boot = openstack_emulator.seed_server(SERVER, handle.read())["boot_volume"]
+        boot = openstack_emulator.seed_server(SERVER, handle.read(), image_properties={  # its boot volume was made from an image
+            "os_distro": "debian", "hw_disk_bus": "virtio", "os_hash_value": "not-copied", "architecture": "x86_64"})["boot_volume"]
     site = OpenStackSite(str(tmp_path_factory.mktemp("os-site")), s3_rclone, s3_rclone.make_bucket("o-%s" % uuid.uuid4().hex[:12]),
                          {SERVER: disk}, keep_last=3)
     site.cloud, site.emu, site.boot = openstack_cloud, openstack_emulator, boot
@@ -140,9 +141,11 @@ def test_replicate_an_openstack_server_into_another_regions_glance(site, tmp_pat
     images = site.images()
     assert sorted(images) == ["web01-latest"]
     latest = images["web01-latest"]
+    # The source's os_* / hw_* image properties and its 1 GB boot volume as min_disk, with no target option naming them.
     assert latest.status == "active" and latest.disk_format == "qcow2" and latest.container_format == "bare" and latest.min_disk == 1
     props = latest.properties
     assert props["vmimage_server"] == SERVER and props["vmimage_sha256"] == result["sha256"] and latest.os_distro == "debian"
+    assert latest.hw_disk_bus == "virtio" and latest.architecture is None and latest.hash_value != "not-copied"
     assert props["vmimage_guest_sha256"] and props["vmimage_key"] == result["key"]
     stored = site.download_image(latest.id, str(tmp_path / "glance.qcow2"))
     with open(stored, "rb") as handle:

@@ -43,6 +43,7 @@ class CephPeer:
         self.fsid = str(uuid.uuid4())
         self.port = None
         self.processes = {}
+        self.groups = set()  # process groups of the daemons (each its own), for the leftovers check
 
     def keyring(self, user):
         return os.path.join(self.root, "client.%s.keyring" % user)
@@ -80,6 +81,7 @@ class CephPeer:
         log = open(os.path.join(self.root, "%s.stdout" % name), "ab")  # pylint: disable=consider-using-with
         self.processes[name] = subprocess.Popen(argv + ["-f", "--conf", self.conf], stdout=log, stderr=subprocess.STDOUT,
                                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        self.groups.add(self.processes[name].pid)
         log.close()
 
     def start(self):
@@ -145,5 +147,9 @@ class CephPeer:
             except ProcessLookupError:
                 pass
             except subprocess.TimeoutExpired:
+                pass
+            try:  # whatever is left of its group (a daemon's helper still exiting)
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+            except ProcessLookupError:
+                pass
+            process.wait(10)

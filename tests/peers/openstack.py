@@ -131,8 +131,13 @@ class OpenStackPeer:
         return self
 
     def stop(self):
-        if self.ceph is not None:
-            self.ceph.stop()
+        try:
+            if self.ceph is not None:
+                self.ceph.stop()
+        finally:
+            self._stop_services()
+
+    def _stop_services(self):
         for name, process in list(self.processes.items()):
             if process.poll() is None:
                 try:
@@ -163,10 +168,13 @@ class OpenStackPeer:
         for pid in os.listdir("/proc"):
             try:
                 with open("/proc/%s/stat" % pid, encoding="utf-8") as handle:
-                    pgid = int(handle.read().rsplit(")", 1)[1].split()[2])
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                state, pgid = fields[0], int(fields[2])
             except (OSError, ValueError, IndexError):
                 continue
-            if pgid in self.groups:
+            if state == "Z":  # killed, not yet reaped by init: gone
+                continue
+            if pgid in self.groups or (self.ceph is not None and pgid in self.ceph.groups):
                 found.append(int(pid))
         return found
 
@@ -337,6 +345,14 @@ class OpenStackPeer:
 _SHARED = {}
 
 
+def _describe(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return "%d %s" % (pid, handle.read().replace(b"\0", b" ").decode(errors="replace").strip())
+    except OSError:
+        return "%d (gone)" % pid
+
+
 def session_peer(request, tmp_path_factory):
     """The one peer of this test session (several session fixtures may ask; the first one to ask stops it at the end).
 
@@ -352,8 +368,12 @@ def session_peer(request, tmp_path_factory):
         def finish():
             _SHARED.pop("peer", None)
             peer.stop()
+            deadline = time.monotonic() + 5
             left = peer.leftovers()
-            assert not left, "OpenStack peer processes left after stop: %s" % left
+            while left and time.monotonic() < deadline:  # a killed process may take a moment to go
+                time.sleep(0.2)
+                left = peer.leftovers()
+            assert not left, "OpenStack peer processes left after stop: %s" % [_describe(pid) for pid in left]
 
         request.addfinalizer(finish)
         peer.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -242,3 +243,24 @@ def test_direct_snapshot_falls_back_where_it_is_not_allowed(cloud, ceph, module_
     plain = _seed(cloud, name="plain01")
     other = module_runner("snapshot", dict(_direct(cloud, ceph), volume=plain, server="plain01", name="plain01-s"))
     assert other["changed"] is True and "is not an RBD image of pool volumes" in other["snapshot"]["direct_fallback"], other
+
+
+def test_a_direct_snapshot_that_fails_after_the_clone_removes_the_clone_then_the_volumes_snapshot(cloud, ceph, module_runner, monkeypatch,
+                                                                                                tmp_path):
+    """flatten fails with the clone made: the clone (a child of the volume's snapshot) goes first, then that snapshot, and the
+    standard path is taken; a direct image of another volume under the same name is refused."""
+    boot = _ceph_server(cloud, ceph)
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    (wrapper / "rbd").write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = flatten ] && { echo "rbd: flatten error: (5) Input/output error" >&2; '
+                                 'exit 5; }; done\nexec %s "$@"\n' % shutil.which("rbd"))
+    (wrapper / "rbd").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (wrapper, os.environ["PATH"]))
+    failed = module_runner("snapshot", dict(_direct(cloud, ceph), volume=boot, server="web01", name="web01-flat"))
+    assert failed["changed"] is True and "flatten error" in failed["snapshot"]["direct_fallback"], failed
+    assert _clean_ceph(ceph, boot) and [s["name"] for s in cloud.emu.cloud.snapshots.values()] == ["web01-flat"]
+    monkeypatch.undo()
+    other = _ceph_server(cloud, ceph, name="web02")
+    module_runner("snapshot", dict(_direct(cloud, ceph), volume=other, server="web02", name="web02-direct"))
+    clash = module_runner("snapshot", dict(_direct(cloud, ceph), volume=boot, server="web01", name="web02-direct"))
+    assert clash["failed"] and "already exists of another volume" in clash["msg"], clash
