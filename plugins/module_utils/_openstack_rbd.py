@@ -19,7 +19,6 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-from ansible_collections.vmimage.replication.plugins.module_utils._errors import ReplicationError
 
 
 class RbdError(Exception):

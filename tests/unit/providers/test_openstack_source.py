@@ -245,8 +245,8 @@ def test_direct_snapshot_falls_back_where_it_is_not_allowed(cloud, ceph, module_
     assert other["changed"] is True and "is not an RBD image of pool volumes" in other["snapshot"]["direct_fallback"], other
 
 
-def test_a_direct_snapshot_that_fails_after_the_clone_removes_the_clone_then_the_volumes_snapshot(cloud, ceph, module_runner, monkeypatch,
-                                                                                                tmp_path):
+def test_a_direct_snapshot_that_fails_after_the_clone_removes_the_clone_then_the_volumes_snapshot(
+        cloud, ceph, module_runner, monkeypatch, tmp_path):
     """flatten fails with the clone made: the clone (a child of the volume's snapshot) goes first, then that snapshot, and the
     standard path is taken; a direct image of another volume under the same name is refused."""
     boot = _ceph_server(cloud, ceph)
