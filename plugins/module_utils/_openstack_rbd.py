@@ -20,7 +20,6 @@ import subprocess
 import uuid
 
 
-
 class RbdError(Exception):
     pass
 
