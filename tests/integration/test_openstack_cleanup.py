@@ -94,3 +94,9 @@ def test_cleanup_removes_only_the_collections_leftovers(openstack_cloud, opensta
 
     again = _run(peer, tmp_path)
     assert again == {"volumes": [], "snapshots": [], "images": [], "kept": ["snapshot web01-20260101-000000"]}
+    conn = openstack_cloud.connect("RegionOne")
+    try:  # the operator's image is this test's: the session's Glance is shared
+        for image in list(conn.image.images(name="queued-by-hand")):
+            conn.image.delete_image(image)
+    finally:
+        conn.close()
