@@ -65,7 +65,9 @@ class CephPeer:
                  "mon allow pool size one = true", "mon warn on pool no redundancy = false", "mon data avail warn = 1",
                  "osd objectstore = memstore", "memstore device bytes = 2147483648", "osd crush chooseleaf type = 0",
                  "run dir = %s/run" % root, "log file = %s/$name.log" % root, "admin socket = %s/run/$name.asok" % root,
-                 "mon data = %s/mon/$name" % root, "osd data = %s/osd/$name" % root, "keyring = %s/$name.keyring" % root]
+                 "mon data = %s/mon/$name" % root, "osd data = %s/osd/$name" % root, "keyring = %s/$name.keyring" % root,
+                 # the monitor's cluster and audit logs too (by default under /var/log/ceph, outside the test's directory)
+                 "mon cluster log file = default=%s/$channel.log cluster=%s/cluster.log" % (root, root)]
         with open(os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
 
