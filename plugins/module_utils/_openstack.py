@@ -279,7 +279,9 @@ class Target(_providers.Target):
             if found.get("os_glance_failed_import"):  # an interoperable import that failed leaves the image queued
                 raise ReplicationError("Failed to %s in %s: Glance's import into store %s failed; see Glance's log"
                                        % (action, self.where, found["os_glance_failed_import"]))
-            return found.get("status") == "active", found
+            # An interoperable import is over when no store is still being imported to and the hash is recorded.
+            hashed = bool(found.get("os_hash_value") or found.get("checksum"))
+            return found.get("status") == "active" and not found.get("os_glance_importing_to_stores") and hashed, found
         return _openstack_cloud.wait(probe, self.os, self.params, "image %s" % image_id, action, self.where, ("killed", "deleted", "deactivated"))
 
     def _check_hash(self, action, key, image, reader, found):
